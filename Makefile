@@ -1,0 +1,31 @@
+# Set-up and entry points. torch is pinned to the CPU build that lies on disk on the
+# development and CI machines; the package itself accepts torch>=2.4.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[dev]" $(TORCH_PIN)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m hayabusa md examples/kalj.yaml --output runs/demo --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hayabusa tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,134 @@
+"""NeighborList: a padded full neighbor matrix with a Verlet skin.
+
+The list holds every pair within ``cutoff + skin`` as a dense matrix ``neighbors`` [N, K]
+(padded with the atom's own index, ``mask`` False there) and integer image shifts
+``shifts`` [N, K, 3]. Between builds only positions change, so potentials gather from the
+matrix without any host synchronisation. ``needs_rebuild`` is evaluated on the device (an atom
+moved more than skin/2 since the build, or the buffer overflowed); ``update`` reads it — the
+one host sync — and rebuilds. On overflow the capacity K grows and the list is built again:
+pairs are never dropped silently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InputError
+from .pairs import Pairs, brute_force_pairs, cell_list_pairs
+
+BACKENDS = ("cell", "brute", "vesin")
+
+
+class NeighborList:
+    def __init__(self, cutoff: float, skin: float = 0.0, backend: str = "cell",
+                 capacity: int = 0, growth: float = 1.25):
+        if cutoff <= 0 or skin < 0:
+            raise InputError(f"neighbor list: cutoff must be > 0 and skin >= 0, "
+                             f"got cutoff={cutoff}, skin={skin}")
+        if backend not in BACKENDS:
+            raise InputError(f"neighbor list: unknown backend {backend!r}; expected one of "
+                             f"{list(BACKENDS)}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.backend = backend
+        self.capacity = int(capacity)
+        self.growth = growth
+        self.n_builds = 0
+        self.neighbors: torch.Tensor | None = None  # [N, K] int64
+        self.shifts: torch.Tensor | None = None  # [N, K, 3] positions' dtype, integer values
+        self.mask: torch.Tensor | None = None  # [N, K] bool
+        self.reference_positions: torch.Tensor | None = None  # [N, 3]
+        self.overflow: torch.Tensor | None = None  # [] bool
+
+    @property
+    def list_cutoff(self) -> float:
+        return self.cutoff + self.skin
+
+    # ------------------------------------------------------------------ build
+    def search(self, state) -> Pairs:
+        """Full pair list within ``cutoff + skin`` by the chosen backend."""
+        args = (state.positions, state.cell, state.pbc, state.system_idx, self.list_cutoff)
+        if self.backend == "cell":
+            return cell_list_pairs(*args)
+        if self.backend == "brute":
+            return brute_force_pairs(*args)
+        from .vesin_backend import vesin_pairs
+        return vesin_pairs(*args)
+
+    def build(self, state) -> NeighborList:
+        """Build from scratch; grows the capacity until every pair fits."""
+        pairs = self.search(state)
+        n = state.n_atoms
+        counts = torch.bincount(pairs.i, minlength=n)
+        max_count = int(counts.max()) if n else 0
+        if max_count > self.capacity:
+            self.capacity = max(8, 8 * math.ceil(max_count * self.growth / 8))
+        self._fill(pairs, counts, n, state.positions.dtype)
+        self.reference_positions = state.positions.detach().clone()
+        self.n_builds += 1
+        return self
+
+    def _fill(self, pairs: Pairs, counts, n: int, dtype) -> None:
+        device = pairs.i.device
+        k = self.capacity
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(pairs.i.numel(), device=device) - start[pairs.i]
+        fits = slot < k
+        self.overflow = ~fits.all()
+        i, j, slot, shift = pairs.i[fits], pairs.j[fits], slot[fits], pairs.shift[fits]
+        self.neighbors = torch.arange(n, device=device)[:, None].repeat(1, k)
+        self.neighbors[i, slot] = j
+        self.shifts = torch.zeros(n, k, 3, dtype=dtype, device=device)
+        self.shifts[i, slot] = shift.to(dtype)
+        self.mask = torch.zeros(n, k, dtype=torch.bool, device=device)
+        self.mask[i, slot] = True
+
+    # ---------------------------------------------------------------- updates
+    def needs_rebuild(self, state) -> torch.Tensor:
+        """[] bool on the device: an atom moved more than skin/2, or the buffer overflowed."""
+        if self.reference_positions is None or self.reference_positions.shape != state.positions.shape:
+            return torch.ones((), dtype=torch.bool, device=state.device)
+        disp2 = ((state.positions - self.reference_positions) ** 2).sum(-1).max()
+        return (disp2 > (0.5 * self.skin) ** 2) | self.overflow
+
+    def update(self, state) -> bool:
+        """Rebuild if needed (one host sync); returns whether it rebuilt."""
+        if bool(self.needs_rebuild(state)):
+            self.build(state)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ views
+    def pair_vectors(self, state) -> torch.Tensor:
+        """[N, K, 3] r_j + shift @ cell − r_i for every slot (padding slots give zeros)."""
+        pos = state.positions
+        shift = torch.einsum("nki,nij->nkj", self.shifts, state.cell[state.system_idx])
+        return pos[self.neighbors] + shift - pos[:, None, :]
+
+    def half_mask(self) -> torch.Tensor:
+        """[N, K] bool selecting each pair once: j > i, or j == i with a positive shift."""
+        i = torch.arange(self.neighbors.shape[0], device=self.neighbors.device)[:, None]
+        j = self.neighbors
+        s = self.shifts
+        positive = (s[..., 0] > 0) | ((s[..., 0] == 0) & ((s[..., 1] > 0)
+                                                          | ((s[..., 1] == 0) & (s[..., 2] > 0))))
+        return self.mask & ((j > i) | ((j == i) & positive))
+
+    def edges(self, half: bool = False) -> Pairs:
+        """Edge-list view (i, j, integer shift) of the current list; syncs with the host."""
+        mask = self.half_mask() if half else self.mask
+        i, slot = torch.nonzero(mask, as_tuple=True)
+        return Pairs(i, self.neighbors[i, slot], self.shifts[i, slot].round().to(torch.int64))
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {"cutoff": self.cutoff, "skin": self.skin, "capacity": self.capacity,
+                "n_builds": self.n_builds, "neighbors": self.neighbors, "shifts": self.shifts,
+                "mask": self.mask, "reference_positions": self.reference_positions,
+                "overflow": self.overflow}
+
+    def load_state_dict(self, d: dict, device=None) -> None:
+        for key, value in d.items():
+            setattr(self, key, value.to(device) if isinstance(value, torch.Tensor) else value)

@@ -1,0 +1,128 @@
+"""Pair potentials on the padded full neighbor matrix, with analytic forces and virial.
+
+Each atom sums over its own row of the matrix, so forces need no scatter (no atomics):
+F_i = Σ_j u'(r_ij) r_ij / r_ij with r_ij = r_j − r_i, atom energy ½ Σ_j u(r_ij), and
+stress (1/V) ½ Σ_ij u'(r_ij) r_ij ⊗ r_ij / r_ij.
+
+Truncation at r_c (per type pair): ``"none"`` (plain cut), ``"shift"`` (u − u(r_c)),
+``"shift_force"`` (u − u(r_c) − (r − r_c) u'(r_c)).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from ..errors import InputError
+from .base import Potential, PotentialResult, scatter_sum_systems
+
+TRUNCATIONS = ("none", "shift", "shift_force")
+
+
+def type_matrix(value, n_types: int, name: str) -> torch.Tensor:
+    """A per-type-pair parameter [T, T] from a scalar or a symmetric matrix."""
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if t.ndim == 0:
+        return t.expand(n_types, n_types).clone()
+    if t.shape != (n_types, n_types) or not torch.allclose(t, t.T):
+        raise InputError(f"{name} must be a scalar or a symmetric {n_types}x{n_types} matrix, "
+                         f"got shape {tuple(t.shape)}")
+    return t
+
+
+class PairPotential(Potential, metaclass=abc.ABCMeta):
+    """Subclasses implement ``pair(r, params) -> (u, du/dr)`` with params [N, K] tensors."""
+
+    def __init__(self, params: dict, cutoff, truncation: str, n_types: int | None = None):
+        super().__init__()
+        if truncation not in TRUNCATIONS:
+            raise InputError(f"truncation must be one of {list(TRUNCATIONS)}, got {truncation!r}")
+        if n_types is None:
+            n_types = max(torch.as_tensor(v).shape[0] if torch.as_tensor(v).ndim else 1
+                          for v in [*params.values(), cutoff])
+        self.n_types = n_types
+        self.truncation = truncation
+        self.param_names = tuple(params)
+        for name, value in params.items():
+            self.register_buffer(name, type_matrix(value, n_types, name))
+        self.register_buffer("cutoff_matrix", type_matrix(cutoff, n_types, "cutoff"))
+        if not bool((self.cutoff_matrix > 0).all()):
+            raise InputError("cutoff must be positive")
+        self.cutoff = float(self.cutoff_matrix.max())
+        rc = self.cutoff_matrix
+        u_c, du_c = self.pair(rc, {n: getattr(self, n) for n in self.param_names})
+        self.register_buffer("u_at_cutoff", u_c if truncation != "none" else torch.zeros_like(rc))
+        self.register_buffer("du_at_cutoff",
+                             du_c if truncation == "shift_force" else torch.zeros_like(rc))
+
+    @abc.abstractmethod
+    def pair(self, r: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """u(r) and du/dr for distances r [N, K] with per-pair parameters p[name] [N, K]."""
+
+    def forward(self, state, neighbors, compute_stress: bool = False) -> PotentialResult:
+        vec = neighbors.pair_vectors(state)  # [N, K, 3]
+        ti = state.type_ids[:, None]
+        tj = state.type_ids[neighbors.neighbors]
+        dtype = vec.dtype
+        rc = self.cutoff_matrix.to(dtype)[ti, tj]
+        r2 = (vec * vec).sum(-1)
+        within = neighbors.mask & (r2 < rc * rc)
+        r = torch.sqrt(torch.where(within, r2, torch.ones_like(r2)))
+        p = {n: getattr(self, n).to(dtype)[ti, tj] for n in self.param_names}
+        u, du = self.pair(r, p)
+        du_c = self.du_at_cutoff.to(dtype)[ti, tj]
+        u = u - self.u_at_cutoff.to(dtype)[ti, tj] - (r - rc) * du_c
+        du = du - du_c
+        zero = torch.zeros_like(u)
+        u = torch.where(within, u, zero)
+        f_over_r = torch.where(within, du / r, zero)  # u'(r)/r
+        forces = (f_over_r[..., None] * vec).sum(1)
+        atom_energy = 0.5 * u.sum(1)
+        energy = scatter_sum_systems(atom_energy, state.system_idx, state.n_systems)
+        stress = None
+        if compute_stress:
+            atom_virial = 0.5 * torch.einsum("nk,nka,nkb->nab", f_over_r, vec, vec)
+            virial = scatter_sum_systems(atom_virial, state.system_idx, state.n_systems)
+            stress = virial / state.volume.to(torch.float64)[:, None, None]
+        return PotentialResult(energy=energy, forces=forces, stress=stress,
+                               atom_energy=atom_energy)
+
+
+class LennardJones(PairPotential):
+    """u(r) = 4ε[(σ/r)¹² − (σ/r)⁶]; ε, σ, cutoff scalars or [T, T] per type pair."""
+
+    def __init__(self, epsilon=1.0, sigma=1.0, cutoff=2.5, truncation: str = "shift",
+                 n_types: int | None = None):
+        super().__init__({"epsilon": epsilon, "sigma": sigma}, cutoff, truncation, n_types)
+
+    def pair(self, r, p):
+        sr6 = (p["sigma"] / r) ** 6
+        u = 4 * p["epsilon"] * (sr6 * sr6 - sr6)
+        du = -24 * p["epsilon"] * (2 * sr6 * sr6 - sr6) / r
+        return u, du
+
+
+class Morse(PairPotential):
+    """u(r) = D[e^{−2α(r−r0)} − 2e^{−α(r−r0)}]; D, α, r0, cutoff scalars or per type pair."""
+
+    def __init__(self, D=1.0, alpha=1.0, r0=1.0, cutoff=5.0, truncation: str = "shift",
+                 n_types: int | None = None):
+        super().__init__({"D": D, "alpha": alpha, "r0": r0}, cutoff, truncation, n_types)
+
+    def pair(self, r, p):
+        e = torch.exp(-p["alpha"] * (r - p["r0"]))
+        u = p["D"] * (e * e - 2 * e)
+        du = -2 * p["alpha"] * p["D"] * (e * e - e)
+        return u, du
+
+
+def kob_andersen(truncation: str = "shift_force") -> LennardJones:
+    """Kob–Andersen 80:20 binary LJ mixture (type 0 = A, type 1 = B), r_c = 2.5 σ_αβ.
+
+    ε_AA=1, ε_AB=1.5, ε_BB=0.5; σ_AA=1, σ_AB=0.8, σ_BB=0.88; equal masses (reduced units).
+    """
+    epsilon = [[1.0, 1.5], [1.5, 0.5]]
+    sigma = [[1.0, 0.8], [0.8, 0.88]]
+    cutoff = [[2.5 * s for s in row] for row in sigma]
+    return LennardJones(epsilon, sigma, cutoff, truncation)
