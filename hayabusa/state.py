@@ -74,11 +74,19 @@ class State:
         return State(**{f.name: _clone(getattr(self, f.name)) for f in fields(self)})
 
     def wrapped_positions(self) -> torch.Tensor:
-        """[N, 3] positions wrapped into the cell along periodic directions."""
-        cell = self.cell[self.system_idx]
+        """[N, 3] positions wrapped into the cell along periodic directions.
+
+        Coordinates along open directions are kept; where the cell is singular there (a
+        molecule without a cell, a zero vector along an open direction) unit vectors orthogonal
+        to the periodic cell vectors stand in for the open ones.
+        """
+        cell = _complete_cells(self.cell, self.pbc)[self.system_idx]
         frac = torch.linalg.solve(cell.transpose(1, 2), self.positions.unsqueeze(-1)).squeeze(-1)
         periodic = self.pbc[self.system_idx]
-        frac = torch.where(periodic, frac - torch.floor(frac), frac)
+        wrapped = frac - torch.floor(frac)
+        # A tiny negative coordinate rounds to exactly 1.0: that is 0 of the next image.
+        wrapped = torch.where(wrapped >= 1.0, wrapped - 1.0, wrapped)
+        frac = torch.where(periodic, wrapped, frac)
         return torch.einsum("ni,nij->nj", frac, cell)
 
     def wrap(self) -> State:
@@ -175,16 +183,39 @@ class State:
             raise InputError("State.system_idx must be sorted (atoms of each system contiguous)")
         bad = ~torch.isfinite(self.positions).all(dim=1)
         _raise_for_atom(self, bad, "has a NaN or infinite coordinate")
+        # Masses first: ASE derives velocities from momenta / mass, so a zero mass shows up
+        # as an infinite velocity too, and the mass is the cause to report.
+        _raise_for_atom(self, ~(self.masses > 0), "has a non-positive mass")
         bad = ~torch.isfinite(self.velocities).all(dim=1)
         _raise_for_atom(self, bad, "has a NaN or infinite velocity")
-        _raise_for_atom(self, ~(self.masses > 0), "has a non-positive mass")
         for s in range(self.n_systems):
             periodic = self.cell[s][self.pbc[s]]
-            if periodic.shape[0] and torch.linalg.matrix_rank(periodic.double()) < periodic.shape[0]:
+            rank = torch.linalg.matrix_rank(periodic.double()) if periodic.shape[0] else 0
+            if rank < periodic.shape[0]:
                 raise InputError(
                     f"system {s}: the cell vectors along periodic directions are singular "
                     f"(cell={self.cell[s].tolist()}, pbc={self.pbc[s].tolist()})"
                 )
+
+
+def sum_over_systems(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int):
+    """Sum per-atom values [N, ...] into per-system float64 totals [S, ...]."""
+    out = torch.zeros((n_systems, *values.shape[1:]), dtype=torch.float64, device=values.device)
+    return out.index_add_(0, system_idx, values.to(torch.float64))
+
+
+def _complete_cells(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """[S, 3, 3] cells with the open rows of singular cells replaced by orthonormal vectors."""
+    from .neighbors.frame import _orthonormal_complement
+
+    cell64 = cell.detach().double().cpu().numpy()
+    pbc_np = pbc.cpu().numpy()
+    out = cell.clone()
+    for s in range(cell.shape[0]):
+        if np.linalg.matrix_rank(cell64[s]) < 3:
+            open_rows = _orthonormal_complement(cell64[s][pbc_np[s]])
+            out[s, ~pbc[s]] = torch.tensor(open_rows, dtype=cell.dtype, device=cell.device)
+    return out
 
 
 def _clone(value):

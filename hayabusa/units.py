@@ -56,4 +56,5 @@ def get_units(name: str | UnitSystem) -> UnitSystem:
     try:
         return UNIT_SYSTEMS[name]
     except KeyError:
-        raise InputError(f"unknown unit system {name!r}; expected one of {sorted(UNIT_SYSTEMS)}") from None
+        raise InputError(f"unknown unit system {name!r}; expected one of "
+                         f"{sorted(UNIT_SYSTEMS)}") from None

@@ -88,7 +88,8 @@ class NeighborList:
     # ---------------------------------------------------------------- updates
     def needs_rebuild(self, state) -> torch.Tensor:
         """[] bool on the device: an atom moved more than skin/2, or the buffer overflowed."""
-        if self.reference_positions is None or self.reference_positions.shape != state.positions.shape:
+        ref = self.reference_positions
+        if ref is None or ref.shape != state.positions.shape:
             return torch.ones((), dtype=torch.bool, device=state.device)
         disp2 = ((state.positions - self.reference_positions) ** 2).sum(-1).max()
         return (disp2 > (0.5 * self.skin) ** 2) | self.overflow

@@ -56,9 +56,3 @@ def _raise_first(state, bad, message, values) -> None:
         system = int(state.system_idx[atom])
         first = int(torch.nonzero(state.system_idx == system)[0])
         raise InputError(f"system {system}, atom {atom - first}: {message(int(values[atom]))}")
-
-
-def scatter_sum_systems(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int):
-    """Sum per-atom values [N, ...] into per-system float64 totals [S, ...]."""
-    out = torch.zeros((n_systems, *values.shape[1:]), dtype=torch.float64, device=values.device)
-    return out.index_add_(0, system_idx, values.to(torch.float64))

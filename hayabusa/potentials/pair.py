@@ -15,7 +15,8 @@ import abc
 import torch
 
 from ..errors import InputError
-from .base import Potential, PotentialResult, scatter_sum_systems
+from ..state import sum_over_systems
+from .base import Potential, PotentialResult
 
 TRUNCATIONS = ("none", "shift", "shift_force")
 
@@ -79,11 +80,11 @@ class PairPotential(Potential, metaclass=abc.ABCMeta):
         f_over_r = torch.where(within, du / r, zero)  # u'(r)/r
         forces = (f_over_r[..., None] * vec).sum(1)
         atom_energy = 0.5 * u.sum(1)
-        energy = scatter_sum_systems(atom_energy, state.system_idx, state.n_systems)
+        energy = sum_over_systems(atom_energy, state.system_idx, state.n_systems)
         stress = None
         if compute_stress:
             atom_virial = 0.5 * torch.einsum("nk,nka,nkb->nab", f_over_r, vec, vec)
-            virial = scatter_sum_systems(atom_virial, state.system_idx, state.n_systems)
+            virial = sum_over_systems(atom_virial, state.system_idx, state.n_systems)
             stress = virial / state.volume.to(torch.float64)[:, None, None]
         return PotentialResult(energy=energy, forces=forces, stress=stress,
                                atom_energy=atom_energy)
