@@ -82,7 +82,7 @@ def random_batch(seed: int):
     n_systems = int(rng.integers(1, 5))
     systems = []
     for s in range(n_systems):
-        kind = KINDS[(seed + s) % len(KINDS)] if s == 0 else KINDS[rng.integers(len(KINDS))]
+        kind = KINDS[seed % len(KINDS)] if s == 0 else KINDS[rng.integers(len(KINDS))]
         n_atoms = 1 if rng.random() < 0.15 else int(rng.integers(2, 28))
         systems.append(random_system(rng, kind, cutoff, n_atoms))
     return systems, cutoff

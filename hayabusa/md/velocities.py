@@ -55,15 +55,16 @@ def maxwell_boltzmann(state: State, temperature, units="metal", seed: int = 0,
     """Draw velocities from the Maxwell–Boltzmann distribution at ``temperature`` (per system).
 
     With ``exact`` the velocities are rescaled so each system's instantaneous temperature is
-    exactly the target. Seeded and reproducible; sets ``state.velocities`` in place.
+    exactly the target. Seeded and reproducible on any device; sets ``state.velocities`` in
+    place.
     """
     units = get_units(units)
     kT = per_system(temperature, state.n_systems, state.device, "temperature") * units.kB
-    g = torch.Generator(device=state.device).manual_seed(int(seed))
-    noise = torch.randn(state.positions.shape, generator=g, device=state.device,
-                        dtype=state.dtype)
+    # Drawn on the CPU so that a seed gives the same velocities on every device.
+    g = torch.Generator().manual_seed(int(seed))
+    noise = torch.randn(state.positions.shape, generator=g, dtype=torch.float64)
     sigma = torch.sqrt(kT[state.system_idx] * units.ftm2v / state.masses.double())
-    state.velocities = (noise * sigma[:, None]).to(state.dtype)
+    state.velocities = (noise.to(state.device) * sigma[:, None]).to(state.dtype)
     if remove_com:
         remove_com_velocity(state)
     if exact:
