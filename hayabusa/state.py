@@ -182,12 +182,12 @@ class State:
         if not bool((self.system_idx[1:] >= self.system_idx[:-1]).all()):
             raise InputError("State.system_idx must be sorted (atoms of each system contiguous)")
         bad = ~torch.isfinite(self.positions).all(dim=1)
-        _raise_for_atom(self, bad, "has a NaN or infinite coordinate")
+        raise_for_atom(self, bad, "has a NaN or infinite coordinate")
         # Masses first: ASE derives velocities from momenta / mass, so a zero mass shows up
         # as an infinite velocity too, and the mass is the cause to report.
-        _raise_for_atom(self, ~(self.masses > 0), "has a non-positive mass")
+        raise_for_atom(self, ~(self.masses > 0), "has a non-positive mass")
         bad = ~torch.isfinite(self.velocities).all(dim=1)
-        _raise_for_atom(self, bad, "has a NaN or infinite velocity")
+        raise_for_atom(self, bad, "has a NaN or infinite velocity")
         for s in range(self.n_systems):
             periodic = self.cell[s][self.pbc[s]]
             rank = torch.linalg.matrix_rank(periodic.double()) if periodic.shape[0] else 0
@@ -204,16 +204,23 @@ def sum_over_systems(values: torch.Tensor, system_idx: torch.Tensor, n_systems: 
     return out.index_add_(0, system_idx, values.to(torch.float64))
 
 
+def orthonormal_complement(periodic_rows: np.ndarray) -> np.ndarray:
+    """Unit vectors orthogonal to ``periodic_rows`` (k×3) and to each other: (3-k)×3."""
+    k = periodic_rows.shape[0]
+    if k == 0:
+        return np.eye(3)
+    q, _ = np.linalg.qr(np.concatenate([periodic_rows.T, np.eye(3)], axis=1))
+    return q[:, k:3].T
+
+
 def _complete_cells(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
     """[S, 3, 3] cells with the open rows of singular cells replaced by orthonormal vectors."""
-    from .neighbors.frame import _orthonormal_complement
-
     cell64 = cell.detach().double().cpu().numpy()
     pbc_np = pbc.cpu().numpy()
     out = cell.clone()
     for s in range(cell.shape[0]):
         if np.linalg.matrix_rank(cell64[s]) < 3:
-            open_rows = _orthonormal_complement(cell64[s][pbc_np[s]])
+            open_rows = orthonormal_complement(cell64[s][pbc_np[s]])
             out[s, ~pbc[s]] = torch.tensor(open_rows, dtype=cell.dtype, device=cell.device)
     return out
 
@@ -222,12 +229,16 @@ def _clone(value):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-def _raise_for_atom(state: State, bad: torch.Tensor, what: str) -> None:
+def raise_for_atom(state: State, bad: torch.Tensor, what) -> None:
+    """Raise InputError for the first atom flagged in ``bad`` [N]: "system s, atom i <what>".
+
+    ``what`` is a string or a function of the atom's global index returning one."""
     if bool(bad.any()):
         atom = int(torch.nonzero(bad)[0])
         system = int(state.system_idx[atom])
         first = int(torch.nonzero(state.system_idx == system)[0])
-        raise InputError(f"system {system}, atom {atom - first} {what}")
+        text = what(atom) if callable(what) else what
+        raise InputError(f"system {system}, atom {atom - first} {text}")
 
 
 def _atomic_number(species: int | str) -> int:

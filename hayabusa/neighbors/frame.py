@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..state import orthonormal_complement
+
 
 @dataclass
 class Frame:
@@ -23,15 +25,6 @@ class Frame:
     image: torch.Tensor  # [N, 3] int64, floor of the unwrapped fractional coordinates
 
 
-def _orthonormal_complement(periodic_rows: np.ndarray) -> np.ndarray:
-    """Unit vectors orthogonal to ``periodic_rows`` (k×3) and to each other: (3-k)×3."""
-    k = periodic_rows.shape[0]
-    if k == 0:
-        return np.eye(3)
-    q, _ = np.linalg.qr(np.concatenate([periodic_rows.T, np.eye(3)], axis=1))
-    return q[:, k:3].T
-
-
 def build_frame(positions, cell, pbc, system_idx) -> Frame:
     """Frame for every system; runs once per neighbor-list build (host work is [S,3,3])."""
     n_sys = cell.shape[0]
@@ -40,7 +33,7 @@ def build_frame(positions, cell, pbc, system_idx) -> Frame:
     directions = np.zeros((n_sys, 3, 3))
     for s in range(n_sys):
         periodic = pbc_np[s]
-        comp = _orthonormal_complement(cell64[s][periodic])
+        comp = orthonormal_complement(cell64[s][periodic])
         directions[s][periodic] = cell64[s][periodic]
         directions[s][~periodic] = comp
     dev, dt = positions.device, positions.dtype

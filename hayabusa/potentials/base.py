@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import ase.data
 import torch
 
-from ..errors import InputError
+from ..state import raise_for_atom
 
 
 @dataclass
@@ -39,20 +39,11 @@ class Potential(torch.nn.Module):
         """Raise InputError naming the system and atom this potential cannot handle."""
         if self.species is not None:
             known = torch.tensor(self.species, device=state.device)
-            bad = ~torch.isin(state.atomic_numbers, known)
-            what = "species {} is unknown to the potential (knows {})"
-            _raise_first(state, bad, lambda z: what.format(
-                ase.data.chemical_symbols[z], [ase.data.chemical_symbols[s] for s in self.species]),
-                state.atomic_numbers)
+            names = [ase.data.chemical_symbols[z] for z in self.species]
+            raise_for_atom(state, ~torch.isin(state.atomic_numbers, known), lambda a: (
+                f"has species {ase.data.chemical_symbols[int(state.atomic_numbers[a])]}, "
+                f"unknown to the potential (knows {names})"))
         if self.n_types is not None:
-            bad = state.type_ids >= self.n_types
-            _raise_first(state, bad, lambda t: f"has type id {t} but the potential has "
-                         f"parameters for {self.n_types} types", state.type_ids)
-
-
-def _raise_first(state, bad, message, values) -> None:
-    if bool(bad.any()):
-        atom = int(torch.nonzero(bad)[0])
-        system = int(state.system_idx[atom])
-        first = int(torch.nonzero(state.system_idx == system)[0])
-        raise InputError(f"system {system}, atom {atom - first}: {message(int(values[atom]))}")
+            raise_for_atom(state, state.type_ids >= self.n_types, lambda a: (
+                f"has type id {int(state.type_ids[a])} but the potential has parameters for "
+                f"{self.n_types} types"))
