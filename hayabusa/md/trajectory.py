@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .reporters import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,19 @@ def _bounds(state) -> np.ndarray:
 # =====================================================================================
 
 
-class ExtxyzWriter:
+class _TrajectoryWriter(Reporter):
+    """Common arguments: ``path``, ``interval`` (steps), ``overwrite``, ``append``."""
+
+    def __init__(self, path, interval: int = 100, overwrite: bool = False,
+                 append: bool = False):
+        self.path = _check_path(path, overwrite, append)
+        self.interval = _check_interval(interval)
+        self.overwrite = overwrite
+        self.append = append
+        self._opened_before = False
+
+
+class ExtxyzWriter(_TrajectoryWriter):
     """Append frames to one extended-XYZ file that ``ase.io.read(path, index=':')`` reads.
 
     A frame of S systems is S consecutive XYZ blocks; block ``s`` holds system ``s`` with info
@@ -77,16 +90,10 @@ class ExtxyzWriter:
     stored step; an incomplete trailing block from a killed run is cut off first).
     """
 
-    wants_stress = False
-
     def __init__(self, path, interval: int = 100, overwrite: bool = False,
                  append: bool = False):
-        self.path = _check_path(path, overwrite, append)
-        self.interval = _check_interval(interval)
-        self.overwrite = overwrite
-        self.append = append
+        super().__init__(path, interval, overwrite, append)
         self._file = None
-        self._opened_before = False
         self._last_step: int | None = None  # last step fully stored
 
     # ------------------------------------------------------------------ protocol
@@ -202,7 +209,7 @@ _ENERGIES = ("potential_energy", "kinetic_energy", "total_energy")
 _VECTORS = ("position", "velocity", "force")
 
 
-class H5MDWriter:
+class H5MDWriter(_TrajectoryWriter):
     """Write an H5MD 1.1 file (HDF5), one particle group per system of the batch.
 
     Layout (T frames, system ``s`` with ``n_s`` atoms; float64 unless noted)::
@@ -227,16 +234,10 @@ class H5MDWriter:
     extends it; frames whose step is ``<=`` the last stored step are dropped.
     """
 
-    wants_stress = False
-
     def __init__(self, path, interval: int = 100, overwrite: bool = False,
                  append: bool = False):
-        self.path = _check_path(path, overwrite, append)
-        self.interval = _check_interval(interval)
-        self.overwrite = overwrite
-        self.append = append
+        super().__init__(path, interval, overwrite, append)
         self._h5 = None
-        self._opened_before = False
         self._last_step: list[int | None] = []
 
     # ------------------------------------------------------------------ protocol
