@@ -489,3 +489,23 @@ def test_sum_potential_adds_its_terms():
         if field == "stress":  # defined for the periodic system only
             expected, got = expected[0], got[0]
         assert torch.allclose(got, expected, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: LennardJones(1.0, 1.0, 2.5, truncation="shift_force", n_types=2, precision=p),
+    lambda p: kob_andersen(precision=p),
+    lambda p: Morse(1.0, 3.0, 1.1, 2.5, n_types=2, precision=p),
+])
+def test_float32_precision_matches_float64(make):
+    """float32 pair terms with float64 positions and accumulation stay close to float64."""
+    state = make_state([periodic_system(seed=4, n=4), periodic_system(seed=5, n=3)],
+                       atomic_numbers=None)
+    state.type_ids = (torch.arange(state.n_atoms) % 5 == 0).long()
+    ref = evaluate(make("float64"), state, stress=True)
+    low = evaluate(make("float32"), state, stress=True)
+    assert low.forces.dtype == torch.float64 and low.energy.dtype == torch.float64
+    scale = ref.forces.abs().max()
+    assert (low.forces - ref.forces).abs().max() < 1e-5 * scale
+    assert torch.allclose(low.energy, ref.energy, rtol=1e-5, atol=1e-5 * state.n_atoms)
+    assert torch.allclose(low.stress, ref.stress, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(low.forces, ref.forces)  # it really ran in float32

@@ -19,6 +19,10 @@ from ..state import sum_over_systems
 from .base import Potential, PotentialResult
 
 TRUNCATIONS = ("none", "shift", "shift_force")
+# "float64": pair terms in the state's dtype. "float32": pair vectors are formed in the state's
+# dtype (float64 positions keep their precision), the pair terms and per-atom sums run in
+# float32, and system energies and virials are accumulated in float64.
+PRECISIONS = ("float64", "float32")
 
 
 def type_matrix(value, n_types: int, name: str) -> torch.Tensor:
@@ -35,10 +39,14 @@ def type_matrix(value, n_types: int, name: str) -> torch.Tensor:
 class PairPotential(Potential, metaclass=abc.ABCMeta):
     """Subclasses implement ``pair(r, params) -> (u, du/dr)`` with params [N, K] tensors."""
 
-    def __init__(self, params: dict, cutoff, truncation: str, n_types: int | None = None):
+    def __init__(self, params: dict, cutoff, truncation: str, n_types: int | None = None,
+                 precision: str = "float64"):
         super().__init__()
         if truncation not in TRUNCATIONS:
             raise InputError(f"truncation must be one of {list(TRUNCATIONS)}, got {truncation!r}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         if n_types is None:
             n_types = max(torch.as_tensor(v).shape[0] if torch.as_tensor(v).ndim else 1
                           for v in [*params.values(), cutoff])
@@ -63,6 +71,8 @@ class PairPotential(Potential, metaclass=abc.ABCMeta):
 
     def forward(self, state, neighbors, compute_stress: bool = False) -> PotentialResult:
         vec = neighbors.pair_vectors(state)  # [N, K, 3]
+        if self.precision == "float32":
+            vec = vec.to(torch.float32)
         ti = state.type_ids[:, None]
         tj = state.type_ids[neighbors.neighbors]
         dtype = vec.dtype
@@ -78,7 +88,7 @@ class PairPotential(Potential, metaclass=abc.ABCMeta):
         zero = torch.zeros_like(u)
         u = torch.where(within, u, zero)
         f_over_r = torch.where(within, du / r, zero)  # u'(r)/r
-        forces = (f_over_r[..., None] * vec).sum(1)
+        forces = (f_over_r[..., None] * vec).sum(1).to(state.dtype)
         atom_energy = 0.5 * u.sum(1)
         energy = sum_over_systems(atom_energy, state.system_idx, state.n_systems)
         stress = None
@@ -94,8 +104,9 @@ class LennardJones(PairPotential):
     """u(r) = 4ε[(σ/r)¹² − (σ/r)⁶]; ε, σ, cutoff scalars or [T, T] per type pair."""
 
     def __init__(self, epsilon=1.0, sigma=1.0, cutoff=2.5, truncation: str = "shift",
-                 n_types: int | None = None):
-        super().__init__({"epsilon": epsilon, "sigma": sigma}, cutoff, truncation, n_types)
+                 n_types: int | None = None, precision: str = "float64"):
+        super().__init__({"epsilon": epsilon, "sigma": sigma}, cutoff, truncation, n_types,
+                         precision)
 
     def pair(self, r, p):
         sr6 = (p["sigma"] / r) ** 6
@@ -108,8 +119,9 @@ class Morse(PairPotential):
     """u(r) = D[e^{−2α(r−r0)} − 2e^{−α(r−r0)}]; D, α, r0, cutoff scalars or per type pair."""
 
     def __init__(self, D=1.0, alpha=1.0, r0=1.0, cutoff=5.0, truncation: str = "shift",
-                 n_types: int | None = None):
-        super().__init__({"D": D, "alpha": alpha, "r0": r0}, cutoff, truncation, n_types)
+                 n_types: int | None = None, precision: str = "float64"):
+        super().__init__({"D": D, "alpha": alpha, "r0": r0}, cutoff, truncation, n_types,
+                         precision)
 
     def pair(self, r, p):
         e = torch.exp(-p["alpha"] * (r - p["r0"]))
@@ -118,7 +130,7 @@ class Morse(PairPotential):
         return u, du
 
 
-def kob_andersen(truncation: str = "shift_force") -> LennardJones:
+def kob_andersen(truncation: str = "shift_force", precision: str = "float64") -> LennardJones:
     """Kob–Andersen 80:20 binary LJ mixture (type 0 = A, type 1 = B), r_c = 2.5 σ_αβ.
 
     ε_AA=1, ε_AB=1.5, ε_BB=0.5; σ_AA=1, σ_AB=0.8, σ_BB=0.88; equal masses (reduced units).
@@ -126,4 +138,4 @@ def kob_andersen(truncation: str = "shift_force") -> LennardJones:
     epsilon = [[1.0, 1.5], [1.5, 0.5]]
     sigma = [[1.0, 0.8], [0.8, 0.88]]
     cutoff = [[2.5 * s for s in row] for row in sigma]
-    return LennardJones(epsilon, sigma, cutoff, truncation)
+    return LennardJones(epsilon, sigma, cutoff, truncation, precision=precision)
