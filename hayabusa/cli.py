@@ -138,7 +138,8 @@ def _build_simulation(cfg, device, dtype, out: Path, restart: Path | None, prepa
     if restart is None and cfg.minimize is not None:
         skin = cfg.neighbors.skin
         fire = FIRE(state, potential, cfg.units, fmax=cfg.minimize.fmax,
-                    skin=DEFAULT_SKIN[cfg.units] if skin is None else skin)
+                    skin=DEFAULT_SKIN[cfg.units] if skin is None else skin,
+                    neighbor_backend=cfg.neighbors.backend)
         converged = fire.run(cfg.minimize.max_steps)
         unit = "eV/Å" if cfg.units == "metal" else "ε/σ"
         fmax = float(fire.max_force.max())
@@ -162,7 +163,8 @@ def _build_simulation(cfg, device, dtype, out: Path, restart: Path | None, prepa
     every = cfg.output.checkpoint_every or max(1, cfg.run.steps)
     reporters.append(CheckpointWriter(out / CHECKPOINT_NAME, every))
     sim = Simulation(state, potential, integrator, cfg.units, skin=cfg.neighbors.skin,
-                     neighbor_backend=cfg.neighbors.backend, reporters=reporters)
+                     neighbor_backend=cfg.neighbors.backend, reporters=reporters,
+                     block_steps=cfg.run.block_steps)
     if restart is not None:
         sim.load_checkpoint(restart)
     return sim
@@ -198,10 +200,12 @@ def _potential(p, n_types: int):
     from .potentials import LennardJones, Morse, kob_andersen
 
     if isinstance(p, KobAndersenPotential):
-        return kob_andersen(p.truncation)
+        return kob_andersen(p.truncation, p.precision)
     if isinstance(p, LennardJonesPotential):
-        return LennardJones(p.epsilon, p.sigma, p.cutoff, p.truncation, n_types=n_types)
-    return Morse(p.D, p.alpha, p.r0, p.cutoff, p.truncation, n_types=n_types)
+        return LennardJones(p.epsilon, p.sigma, p.cutoff, p.truncation, n_types=n_types,
+                            precision=p.precision)
+    return Morse(p.D, p.alpha, p.r0, p.cutoff, p.truncation, n_types=n_types,
+                 precision=p.precision)
 
 
 def _integrator(i, units: str, seed: int):

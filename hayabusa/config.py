@@ -219,6 +219,7 @@ STRUCTURE_TAGS = {"file": FileStructure, "lattice": LatticeStructure,
 
 # ------------------------------------------------------------------------------- potential
 Truncation = Literal["none", "shift", "shift_force"]
+Precision = Literal["float64", "float32"]
 
 
 class _PairPotential(_Model):
@@ -249,6 +250,7 @@ class LennardJonesPotential(_PairPotential):
     sigma: PairParameter
     cutoff: PairParameter
     truncation: Truncation = "shift"
+    precision: Precision = "float64"
 
 
 class MorsePotential(_PairPotential):
@@ -262,6 +264,7 @@ class MorsePotential(_PairPotential):
     r0: PairParameter
     cutoff: PairParameter
     truncation: Truncation = "shift"
+    precision: Precision = "float64"
 
 
 class KobAndersenPotential(_Model):
@@ -269,6 +272,7 @@ class KobAndersenPotential(_Model):
 
     type: Literal["kob_andersen"]
     truncation: Truncation = "shift_force"
+    precision: Precision = "float64"
 
 
 Potential = Annotated[LennardJonesPotential | MorsePotential | KobAndersenPotential,
@@ -287,7 +291,7 @@ class Velocities(_Model):
 
 
 class Minimize(_Model):
-    """FIRE minimisation until the largest force component is below ``fmax``."""
+    """FIRE minimisation until the largest atomic force (its norm) is below ``fmax``."""
 
     quantities: ClassVar = {"fmax": "force"}
     fmax: Positive
@@ -341,9 +345,11 @@ INTEGRATOR_TAGS = {"nve": NVE, "langevin": LangevinIntegrator,
 
 
 class Run(_Model):
-    """``steps``: total number of MD steps."""
+    """``steps``: total number of MD steps; ``block_steps``: steps run without host syncs
+    between neighbor-list checks (one CUDA graph on a GPU); 0 checks every step."""
 
     steps: NonNegativeInt
+    block_steps: NonNegativeInt = 0
 
 
 class Neighbors(_Model):

@@ -23,8 +23,12 @@ class ForceEvaluator:
         self.calls = 0
         self.dangerous_builds = 0
 
-    def __call__(self, state, compute_stress: bool = False) -> PotentialResult:
+    def __call__(self, state, compute_stress: bool = False, update: bool = True
+                 ) -> PotentialResult:
+        """Energy and forces (and stress); ``update=False`` reuses the list as it is."""
         nl = self.neighbors
+        if not update:
+            return self.potential(state, nl, compute_stress)
         if nl is not None and (nl.neighbors is None or self.calls % self.check_every == 0):
             first = nl.neighbors is None
             if nl.update(state) and not first and self.check_every > 1:

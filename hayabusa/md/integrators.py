@@ -216,6 +216,9 @@ class NoseHooverChain(_Thermostatted):
     def __init__(self, timestep, temperature, tau, units="metal", chain_length: int = 3,
                  remove_com: bool = True):
         super().__init__(timestep, temperature, units, None, remove_com)
+        if torch.as_tensor(temperature).le(0).any():
+            raise InputError(f"Nosé–Hoover chain: temperature must be > 0 (the chain masses "
+                             f"scale with it), got {temperature}")
         if chain_length < 1:
             raise InputError(f"chain_length must be >= 1, got {chain_length}")
         self.tau = tau

@@ -1,6 +1,6 @@
 """Reporters called by the Simulation loop: LAMMPS-style thermo log, progress bar, checkpoints.
 
-A reporter has ``interval`` (report when ``sim.step % interval == 0``), ``wants_stress``, and
+A reporter has ``interval`` (report when ``sim.step % interval == 0``) and
 ``start(sim)``, ``report(sim)``, ``finish(sim)``; ``finish`` runs after the run and also when
 it stops with an error, so nothing already written is lost.
 """
@@ -15,7 +15,6 @@ from ..errors import InputError
 
 class Reporter:
     interval: int = 1
-    wants_stress: bool = False
 
     def start(self, sim) -> None:
         pass
@@ -35,7 +34,6 @@ class ThermoLog(Reporter):
     ``Loop time of …`` and ``Performance: …`` lines. Pressure is in GPa for metal units.
     """
 
-    wants_stress = True
 
     def __init__(self, interval: int = 100, path=None, stream=sys.stdout,
                  overwrite: bool = False):

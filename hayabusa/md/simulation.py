@@ -19,6 +19,7 @@ from ..errors import HayabusaError, InputError, SimulationError
 from ..potentials import Potential, PotentialResult
 from ..state import State
 from ..units import get_units
+from .blocks import StepBlocks
 from .forces import ForceEvaluator
 from .integrators import Integrator
 from .velocities import kinetic_energy, temperature
@@ -33,15 +34,20 @@ class Simulation:
 
     ``skin``: Verlet skin (length units; default 2 Å metal, 0.3 σ lj). ``check_every``:
     neighbor-list checks every so many steps. ``health_every``: how often the loop looks for
-    NaN, lost atoms (an atom moving more than ``max_step_length`` in one step, default the
-    skin) and jumps of the conserved energy larger than ``max_energy_jump`` per atom; it also
-    looks before every report, so a checkpoint is only written from a healthy state.
+    NaN, lost atoms (an atom moving more than ``max_step_length`` in one step, default half
+    the potential's cutoff) and jumps of the conserved energy larger than
+    ``max_energy_jump`` per atom; it also looks before every report, so a checkpoint is only
+    written from a healthy state.
+
+    ``block_steps`` > 0 runs the steps between events in blocks of that many steps with no
+    host synchronisation, replayed as one CUDA graph on a GPU (see ``StepBlocks``).
     """
 
     def __init__(self, state: State, potential: Potential, integrator: Integrator,
                  units="metal", skin: float | None = None, neighbor_backend: str = "cell",
                  check_every: int = 1, reporters=(), health_every: int = 10,
-                 max_energy_jump: float | None = None, max_step_length: float | None = None):
+                 max_energy_jump: float | None = None, max_step_length: float | None = None,
+                 block_steps: int = 0):
         self.units = get_units(units)
         if integrator.units.name != self.units.name:
             raise InputError(f"integrator uses {integrator.units.name} units but the simulation "
@@ -58,15 +64,18 @@ class Simulation:
         self.max_energy_jump = (DEFAULT_ENERGY_JUMP[self.units.name]
                                 if max_energy_jump is None else max_energy_jump)
         self.max_step_length = max_step_length if max_step_length is not None else (
-            skin if skin > 0 else 1.0)
+            0.5 * potential.cutoff if potential.cutoff > 0 else 1.0)
         self.step = 0
         self.target_step = 0
         self.result: PotentialResult | None = None
         self.error: Exception | None = None
         self.performance: dict | None = None
-        self._want_stress = False
         self._last_conserved = None
         integrator.init(state)
+        self.blocks = None
+        if block_steps > 0:
+            self.blocks = StepBlocks(integrator, self.forces, block_steps,
+                                     cuda_graph=state.device.type == "cuda")
 
     # ------------------------------------------------------------- observables
     @property
@@ -84,6 +93,10 @@ class Simulation:
         pe = self.result.energy
         periodic = self.state.pbc.all(dim=1)
         press = torch.full_like(pe, float("nan"))
+        if self.result.stress is None and bool(periodic.any()):
+            # Stress is evaluated on demand: steps never pay for a virial nobody reads.
+            self.result.stress = self.forces(self.state, compute_stress=True,
+                                             update=False).stress
         if self.result.stress is not None:
             volume = self.state.volume.double()
             virial = -torch.diagonal(self.result.stress, dim1=1, dim2=2).sum(-1) / 3
@@ -96,16 +109,12 @@ class Simulation:
                 "conserved": self.integrator.conserved(self.state, self.result, ke)}
 
     # -------------------------------------------------------------------- loop
-    def _compute(self, state: State) -> PotentialResult:
-        return self.forces(state, self._want_stress)
-
     def run(self, n_steps: int) -> Simulation:
         """Advance ``n_steps`` steps, calling reporters at their intervals."""
         self.target_step = self.step + int(n_steps)
         reporters = self.reporters
         if self.result is None:
-            self._want_stress = any(r.wants_stress for r in reporters)
-            self.result = self._compute(self.state)
+            self.result = self.forces(self.state)
         self.error = None
         done = 0
         t0 = time.perf_counter()
@@ -117,12 +126,17 @@ class Simulation:
                 for r in reporters:
                     r.report(self)
             while self.step < self.target_step:
-                self.step += 1
+                n = self._steps_to_next_event()
+                if self.blocks is not None and n >= self.blocks.steps:
+                    n = self.blocks.steps
+                    self.result = self.blocks.run(self.state, self.result)
+                else:
+                    n = 1
+                    self.result = self.integrator.step(self.state, self.result, self.forces)
+                self.step += n
+                done += n
                 due = [r for r in reporters if self.step % r.interval == 0]
-                self._want_stress = any(r.wants_stress for r in due)
-                self.result = self.integrator.step(self.state, self.result, self._compute)
-                done += 1
-                if due or self.step % self.health_every == 0:
+                if due or self.step % self.health_every == 0 or self.blocks is not None:
                     self.check_health()
                 for r in due:
                     r.report(self)
@@ -136,6 +150,12 @@ class Simulation:
             for r in reporters:
                 r.finish(self)
         return self
+
+    def _steps_to_next_event(self) -> int:
+        """Steps until the next report, health check or the end of the run."""
+        intervals = [r.interval for r in self.reporters] + [self.health_every]
+        nxt = min((self.step // i + 1) * i for i in intervals)
+        return min(nxt, self.target_step) - self.step
 
     def _set_performance(self, steps: int, seconds: float) -> None:
         rate = steps / seconds if seconds > 0 else float("nan")
@@ -227,6 +247,9 @@ class Simulation:
         if saved["positions"].shape != self.state.positions.shape:
             raise InputError(f"{path}: checkpoint has {saved['positions'].shape[0]} atoms, "
                              f"this run has {self.state.n_atoms}")
+        for key in ("atomic_numbers", "masses", "system_idx"):
+            if not torch.equal(saved[key].to(self.state.device), getattr(self.state, key)):
+                raise InputError(f"{path}: checkpoint {key} differ from this run's structure")
         for f in fields(self.state):
             setattr(self.state, f.name, saved[f.name])
         self.integrator.load_state_dict(d["integrator"])

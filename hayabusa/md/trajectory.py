@@ -1,6 +1,6 @@
 """Trajectory reporters: extended XYZ (small runs) and H5MD/HDF5 (large runs).
 
-Both follow the reporter protocol of the Simulation loop: ``interval``, ``wants_stress``,
+Both follow the reporter protocol of the Simulation loop: ``interval``,
 ``start(sim)``, ``report(sim)``, ``finish(sim)``. They read ``sim.step``, ``sim.time`` (unit
 system's time unit), ``sim.state``, ``sim.result.energy`` [S], ``sim.result.forces`` [N, 3],
 ``sim.units`` and (H5MD only) ``sim.kinetic_energy()`` [S].

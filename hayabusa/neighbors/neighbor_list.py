@@ -66,24 +66,39 @@ class NeighborList:
         if max_count > self.capacity:
             self.capacity = max(8, 8 * math.ceil(max_count * self.growth / 8))
         self._fill(pairs, counts, n, state.positions.dtype)
-        self.reference_positions = state.positions.detach().clone()
+        if self.reference_positions is not None and \
+                self.reference_positions.shape == state.positions.shape:
+            self.reference_positions.copy_(state.positions)
+        else:
+            self.reference_positions = state.positions.detach().clone()
         self.n_builds += 1
         return self
 
     def _fill(self, pairs: Pairs, counts, n: int, dtype) -> None:
+        """Write the pairs into the [N, K] buffers, in place when their shape is unchanged
+        (a captured CUDA graph keeps reading the same memory)."""
         device = pairs.i.device
         k = self.capacity
         start = torch.cumsum(counts, 0) - counts
         slot = torch.arange(pairs.i.numel(), device=device) - start[pairs.i]
         fits = slot < k
-        self.overflow = ~fits.all()
         i, j, slot, shift = pairs.i[fits], pairs.j[fits], slot[fits], pairs.shift[fits]
-        self.neighbors = torch.arange(n, device=device)[:, None].repeat(1, k)
-        self.neighbors[i, slot] = j
-        self.shifts = torch.zeros(n, k, 3, dtype=dtype, device=device)
-        self.shifts[i, slot] = shift.to(dtype)
-        self.mask = torch.zeros(n, k, dtype=torch.bool, device=device)
-        self.mask[i, slot] = True
+        neighbors = torch.arange(n, device=device)[:, None].repeat(1, k)
+        neighbors[i, slot] = j
+        shifts = torch.zeros(n, k, 3, dtype=dtype, device=device)
+        shifts[i, slot] = shift.to(dtype)
+        mask = torch.zeros(n, k, dtype=torch.bool, device=device)
+        mask[i, slot] = True
+        overflow = ~fits.all()
+        if self.neighbors is not None and self.neighbors.shape == neighbors.shape \
+                and self.shifts.dtype == dtype and self.neighbors.device == device:
+            self.neighbors.copy_(neighbors)
+            self.shifts.copy_(shifts)
+            self.mask.copy_(mask)
+            self.overflow.copy_(overflow)
+        else:
+            self.neighbors, self.shifts, self.mask, self.overflow = \
+                neighbors, shifts, mask, overflow
 
     # ---------------------------------------------------------------- updates
     def needs_rebuild(self, state) -> torch.Tensor:
@@ -131,5 +146,9 @@ class NeighborList:
                 "overflow": self.overflow}
 
     def load_state_dict(self, d: dict, device=None) -> None:
+        """Restore a saved list; one saved for another cutoff or skin is ignored (the next
+        update rebuilds the list)."""
+        if (d["cutoff"], d["skin"]) != (self.cutoff, self.skin):
+            return
         for key, value in d.items():
             setattr(self, key, value.to(device) if isinstance(value, torch.Tensor) else value)

@@ -28,9 +28,9 @@ class AseCalculatorPotential(Potential):
             forces.append(atoms.get_forces())
             if compute_stress:
                 stresses.append(voigt_6_to_full_3x3_stress(atoms.get_stress()))
-            try:
+            if atom_energies is not None and "energies" in self.calculator.implemented_properties:
                 atom_energies.append(atoms.get_potential_energies())
-            except Exception:  # not every calculator implements per-atom energies
+            else:  # this calculator has no per-atom energies
                 atom_energies = None
         dev, dt = state.device, state.dtype
         return PotentialResult(
