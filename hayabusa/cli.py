@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     md.add_argument("--steps", type=int, metavar="N",
                     help="override run.steps (the total number of steps)")
     md.set_defaults(func=_cmd_md)
+
+    from .bench.commands import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: problems, timing, tables and JSON (``hayabusa bench``)."""

@@ -1,0 +1,99 @@
+"""``hayabusa bench lj`` and ``hayabusa bench kalj``: time MD, print a table, write JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..potentials import LennardJones, kob_andersen
+from .problems import kob_andersen_replicas, lj_liquid
+from .timing import copy_bandwidth, environment, format_table, time_md
+
+COLUMNS = [
+    ("atoms", "atoms", "d"), ("systems", "systems", "d"), ("ms/step", "ms_per_step", ".4f"),
+    ("atom-steps/s", "atom_steps_per_s", ".3e"), ("tau/day", "tau_per_day", ".4g"),
+    ("K", "neighbor_capacity", "d"), ("builds", "builds", "d"),
+    ("GB/s (model)", "achieved_gb_per_s", ".1f"), ("|ΔH|/N", "energy_drift_per_atom", ".2e"),
+]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--atoms: expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--atoms: expected positive integers, got {text!r}")
+    return sizes
+
+
+def run_bench(args) -> int:
+    device = _device(args.device)
+    env = environment(device)
+    env["copy_bandwidth_GB_per_s"] = copy_bandwidth(device) / 1e9
+    rows = []
+    if args.problem == "lj":
+        for n in _sizes(args.atoms):
+            atoms = lj_liquid(n)
+            pot = LennardJones(1.0, 1.0, 2.5, truncation="shift", precision=args.dtype)
+            rows.append(time_md([atoms], pot, device, "nve", args.steps, args.warmup,
+                                args.block_steps, temperature=0.72))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        title = f"LJ liquid ρ*=0.8442, r_c=2.5σ, skin 0.3σ, NVE, {args.dtype} pair terms"
+    else:
+        systems = kob_andersen_replicas(args.replicas, args.atoms_per_replica)
+        pot = kob_andersen(precision=args.dtype)
+        rows.append(time_md(systems, pot, device, "nvt", args.steps, args.warmup,
+                            args.block_steps, temperature=0.64))
+        title = (f"Kob–Andersen {args.replicas} × {args.atoms_per_replica} atoms, "
+                 f"Nosé–Hoover NVT T=0.64, {args.dtype} pair terms")
+    for row in rows:
+        row["achieved_gb_per_s"] = row["achieved_bytes_per_s"] / 1e9
+    report = {"problem": args.problem, "title": title, "environment": env,
+              "settings": {"steps": args.steps, "warmup": args.warmup,
+                           "block_steps": args.block_steps, "dtype": args.dtype},
+              "rows": rows}
+    print(f"\n{title}")
+    print(f"device {env['device']}, torch {env['torch']}, commit {env['commit']}, "
+          f"{env['date']}; copy bandwidth {env['copy_bandwidth_GB_per_s']:.0f} GB/s")
+    print(format_table(rows, COLUMNS))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, path)
+    return 0
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="time MD on benchmark systems and print a table",
+                           description="Time MD on benchmark systems; prints a table and "
+                                       "optionally writes JSON.")
+    bench.add_argument("problem", choices=["lj", "kalj"])
+    bench.add_argument("--atoms", default="4000,32000",
+                       help="lj: comma-separated system sizes (fcc, 4n³ atoms)")
+    bench.add_argument("--replicas", type=int, default=256, help="kalj: number of replicas")
+    bench.add_argument("--atoms-per-replica", type=int, default=4096)
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                       help="precision of the pair terms (positions and sums stay float64)")
+    bench.add_argument("--steps", type=int, default=200, help="timed steps")
+    bench.add_argument("--warmup", type=int, default=50, help="untimed steps first")
+    bench.add_argument("--block-steps", type=int, default=20,
+                       help="steps per host-sync-free block (a CUDA graph on a GPU)")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    bench.set_defaults(func=run_bench)
