@@ -1,7 +1,9 @@
 """StepBlocks: a fixed number of MD steps with no host synchronisation, replayed as one CUDA
 graph on a GPU.
 
-Before a block the neighbor list is checked (one host sync) and rebuilt if needed. During the
+Before a block the neighbor list is checked (one host sync) and rebuilt if an atom has moved
+more than skin/2 since the build, or will have by the end of the block judging by how far
+atoms moved in the last block. During the
 block every force evaluation ORs "an atom moved more than skin/2 since the build" into a
 device flag, and the block starts by copying the state, the thermostat variables and the
 incoming forces into backup buffers. If the flag is set after the block, the block is undone
@@ -34,6 +36,7 @@ class StepBlocks:
         self._key = None
         self.replays = 0
         self.undone = 0
+        self._last_move = None  # [] largest displacement of an atom in the last block
 
     # ----------------------------------------------------------------- buffers
     def _live(self, state) -> list[torch.Tensor]:
@@ -88,12 +91,23 @@ class StepBlocks:
         for backup, live in zip(self._backup, self._live(state), strict=True):
             live.copy_(backup)
 
+    def _update_list(self, state) -> None:
+        """Rebuild when the list is stale now or likely to be before the block ends (one
+        host sync)."""
+        nl = self.forces.neighbors
+        stale = nl.needs_rebuild(state)
+        if self._last_move is not None and nl.reference_positions is not None:
+            moved = (state.positions - nl.reference_positions).norm(dim=1).max()
+            stale = stale | (moved + 1.5 * self._last_move > 0.5 * nl.skin)
+        if bool(stale):
+            nl.build(state)
+
     # --------------------------------------------------------------------- run
     def run(self, state, result: PotentialResult) -> PotentialResult:
         """Advance ``self.steps`` steps from ``result`` (forces at the current positions)."""
         nl = self.forces.neighbors
         if nl is not None:
-            nl.update(state)  # host sync; a rebuild leaves the forces as they are
+            self._update_list(state)  # a rebuild leaves the forces as they are
         self._prepare(state, result)
         rng_state = self.integrator.generator.get_state() if self.uses_rng else None
         if self.cuda_graph:
@@ -103,6 +117,7 @@ class StepBlocks:
         else:
             self._body(state)
         self.replays += 1
+        self._last_move = (state.positions - self._backup[0]).norm(dim=1).max()
         if nl is not None and bool(self._overrun):  # host sync
             self.undone += 1
             self._restore(state)

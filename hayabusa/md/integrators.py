@@ -99,8 +99,9 @@ class _Thermostatted(Integrator):
         if bool((t < 0).any()):
             raise InputError(f"temperature must be >= 0, got {self.temperature}")
         self.kT = t * self.units.kB  # [S]
-        self.generator = torch.Generator(device=state.device)
-        self.generator.manual_seed(int(self.seed or 0))
+        if self.seed is not None:  # stochastic thermostats only
+            self.generator = torch.Generator(device=state.device)
+            self.generator.manual_seed(int(self.seed))
         self.heat = torch.zeros(state.n_systems, dtype=torch.float64, device=state.device)
 
     def thermostat_energy(self, state: State) -> torch.Tensor:
@@ -122,7 +123,7 @@ class Langevin(_Thermostatted):
 
     def __init__(self, timestep, temperature, friction, units="metal", seed: int = 0,
                  remove_com: bool = True):
-        super().__init__(timestep, temperature, units, seed, remove_com)
+        super().__init__(timestep, temperature, units, 0 if seed is None else seed, remove_com)
         self.friction = friction
 
     def init_thermostat(self, state: State) -> None:
@@ -162,7 +163,7 @@ class CSVR(_Thermostatted):
 
     def __init__(self, timestep, temperature, tau, units="metal", seed: int = 0,
                  remove_com: bool = True):
-        super().__init__(timestep, temperature, units, seed, remove_com)
+        super().__init__(timestep, temperature, units, 0 if seed is None else seed, remove_com)
         self.tau = tau
 
     def init_thermostat(self, state: State) -> None:
