@@ -357,7 +357,7 @@ class Neighbors(_Model):
 
     quantities: ClassVar = {"skin": "length"}
     skin: NonNegative | None = None
-    backend: Literal["cell", "brute", "vesin"] = "cell"
+    backend: Literal["auto", "cell", "min_image", "brute", "vesin"] = "auto"
 
 
 class Trajectory(_Model):

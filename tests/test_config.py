@@ -52,7 +52,7 @@ def test_values_are_in_run_units_and_defaults():
     assert cfg.integrator.timestep == 0.005 and cfg.integrator.friction == 1.0
     assert cfg.structure.n_cells == (3, 3, 3)
     assert cfg.device == "auto" and cfg.dtype == "float64"
-    assert cfg.neighbors.skin is None and cfg.neighbors.backend == "cell"
+    assert cfg.neighbors.skin is None and cfg.neighbors.backend == "auto"
     assert cfg.output.trajectory.format == "extxyz"
     assert cfg.output.trajectory.path == "trajectory.extxyz"
     metal = {

@@ -50,8 +50,7 @@ class StepBlocks:
         key = (state.positions.data_ptr(), state.velocities.data_ptr(),
                tuple(v.data_ptr() for v in self.integrator.state_dict().values()
                      if torch.is_tensor(v)),
-               None if nl is None else (nl.neighbors.data_ptr(), nl.shifts.data_ptr(),
-                                        nl.mask.data_ptr(), nl.reference_positions.data_ptr()))
+               None if nl is None else tuple(t.data_ptr() for t in nl.buffers()))
         if key != self._key:  # first block, or a buffer was replaced (restart, list grew)
             self._key = key
             self.graph = None

@@ -25,13 +25,14 @@ class FIRE:
     def __init__(self, state: State, potential: Potential, units="metal", fmax: float = 0.05,
                  energy_tol: float | None = None, timestep: float | None = None,
                  max_timestep: float | None = None, max_step: float | None = None,
-                 skin: float = 0.0, neighbor_backend: str = "cell", n_min: int = 5,
+                 skin: float = 0.0, neighbor_backend: str = "auto", n_min: int = 5,
                  f_inc: float = 1.1, f_dec: float = 0.5,
                  alpha_start: float = 0.1, f_alpha: float = 0.99):
         self.state = state
         self.units = get_units(units)
         potential.check_state(state)
-        self.forces = ForceEvaluator(potential.to(state.device), skin, neighbor_backend)
+        self.forces = ForceEvaluator(potential.to(state.device), skin, neighbor_backend,
+                                     state=state)
         d_dt, d_dtmax, d_step = DEFAULTS[self.units.name]
         s, dev = state.n_systems, state.device
         self.dt = torch.full((s,), timestep or d_dt, dtype=torch.float64, device=dev)

@@ -44,7 +44,7 @@ class Simulation:
     """
 
     def __init__(self, state: State, potential: Potential, integrator: Integrator,
-                 units="metal", skin: float | None = None, neighbor_backend: str = "cell",
+                 units="metal", skin: float | None = None, neighbor_backend: str = "auto",
                  check_every: int = 1, reporters=(), health_every: int = 10,
                  max_energy_jump: float | None = None, max_step_length: float | None = None,
                  block_steps: int = 0):
@@ -58,7 +58,7 @@ class Simulation:
         self.potential = potential.to(state.device)
         self.integrator = integrator
         skin = DEFAULT_SKIN[self.units.name] if skin is None else float(skin)
-        self.forces = ForceEvaluator(self.potential, skin, neighbor_backend, check_every)
+        self.forces = ForceEvaluator(self.potential, skin, neighbor_backend, check_every, state)
         self.reporters = list(reporters)
         self.health_every = max(1, int(health_every))
         self.max_energy_jump = (DEFAULT_ENERGY_JUMP[self.units.name]

@@ -18,10 +18,11 @@ import torch
 from ..errors import InputError
 from .pairs import Pairs, brute_force_pairs, cell_list_pairs
 
-BACKENDS = ("cell", "brute", "vesin")
+BACKENDS = ("cell", "brute", "vesin")  # see md.forces.make_neighbor_list for "auto"
 
 
 class NeighborList:
+    kind = "matrix"
     def __init__(self, cutoff: float, skin: float = 0.0, backend: str = "cell",
                  capacity: int = 0, growth: float = 1.25):
         if cutoff <= 0 or skin < 0:
@@ -139,8 +140,13 @@ class NeighborList:
         return Pairs(i, self.neighbors[i, slot], self.shifts[i, slot].round().to(torch.int64))
 
     # ------------------------------------------------------------- checkpoints
+    def buffers(self) -> tuple[torch.Tensor, ...]:
+        """The persistent device tensors (a captured CUDA graph reads these)."""
+        return (self.neighbors, self.shifts, self.mask, self.reference_positions, self.overflow)
+
     def state_dict(self) -> dict:
-        return {"cutoff": self.cutoff, "skin": self.skin, "capacity": self.capacity,
+        return {"kind": self.kind, "cutoff": self.cutoff, "skin": self.skin,
+                "capacity": self.capacity,
                 "n_builds": self.n_builds, "neighbors": self.neighbors, "shifts": self.shifts,
                 "mask": self.mask, "reference_positions": self.reference_positions,
                 "overflow": self.overflow}
@@ -148,7 +154,7 @@ class NeighborList:
     def load_state_dict(self, d: dict, device=None) -> None:
         """Restore a saved list; one saved for another cutoff or skin is ignored (the next
         update rebuilds the list)."""
-        if (d["cutoff"], d["skin"]) != (self.cutoff, self.skin):
+        if (d.get("kind"), d["cutoff"], d["skin"]) != (self.kind, self.cutoff, self.skin):
             return
         for key, value in d.items():
             setattr(self, key, value.to(device) if isinstance(value, torch.Tensor) else value)

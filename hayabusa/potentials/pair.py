@@ -101,12 +101,30 @@ class PairPotential(Potential, metaclass=abc.ABCMeta):
 
 
 class LennardJones(PairPotential):
-    """u(r) = 4ε[(σ/r)¹² − (σ/r)⁶]; ε, σ, cutoff scalars or [T, T] per type pair."""
+    """u(r) = 4ε[(σ/r)¹² − (σ/r)⁶]; ε, σ, cutoff scalars or [T, T] per type pair.
+
+    On a CUDA device with a MinImageNeighborList, energy and forces come from one fused Triton
+    kernel (``triton_pair``); stress and every other case use the PyTorch path."""
 
     def __init__(self, epsilon=1.0, sigma=1.0, cutoff=2.5, truncation: str = "shift",
                  n_types: int | None = None, precision: str = "float64"):
         super().__init__({"epsilon": epsilon, "sigma": sigma}, cutoff, truncation, n_types,
                          precision)
+        rc = self.cutoff_matrix
+        table = torch.stack([4 * self.epsilon, self.sigma**2, rc**2, rc, self.u_at_cutoff,
+                             self.du_at_cutoff], dim=-1)
+        self.register_buffer("fused_table", table.reshape(-1, 6).contiguous())
+
+    def forward(self, state, neighbors, compute_stress: bool = False) -> PotentialResult:
+        if compute_stress or getattr(neighbors, "kind", None) != "min_image" \
+                or state.device.type != "cuda" or state.dtype != torch.float64:
+            return super().forward(state, neighbors, compute_stress)
+        from .triton_pair import lj_forces
+
+        forces, atom_energy = lj_forces(state, neighbors, self.fused_table, self.n_types,
+                                        self.precision == "float32")
+        energy = sum_over_systems(atom_energy, state.system_idx, state.n_systems)
+        return PotentialResult(energy=energy, forces=forces, atom_energy=atom_energy)
 
     def pair(self, r, p):
         sr6 = (p["sigma"] / r) ** 6
