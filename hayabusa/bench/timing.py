@@ -52,8 +52,9 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
     maxwell_boltzmann(state, temperature, units="lj", seed=1)
     integrator = (VelocityVerlet(timestep, units="lj") if ensemble == "nve" else
                   NoseHooverChain(timestep, temperature, 0.5, units="lj"))
+    health_every = block_steps * max(1, round(100 / block_steps)) if block_steps else 100
     sim = Simulation(state, potential, integrator, units="lj", skin=0.3,
-                     block_steps=block_steps, health_every=max(block_steps, 1))
+                     block_steps=block_steps, health_every=health_every)
     sim.run(warmup)
     builds0 = sim.forces.neighbors.n_builds
     h0 = sim.thermo()["conserved"].clone()

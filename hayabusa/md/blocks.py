@@ -1,9 +1,10 @@
 """StepBlocks: a fixed number of MD steps with no host synchronisation, replayed as one CUDA
 graph on a GPU.
 
-Before a block the neighbor list is checked (one host sync) and rebuilt if an atom has moved
-more than skin/2 since the build, or will have by the end of the block judging by how far
-atoms moved in the last block. During the
+A list that can build itself on the device (MinImageNeighborList on a GPU) is rebuilt at the
+start of every block, inside the graph. Other lists are checked before a block (one host
+sync) and rebuilt if an atom has moved more than skin/2 since the build, or will have by the
+end of the block judging by how fast that displacement grew in the last block. During the
 block every force evaluation ORs "an atom moved more than skin/2 since the build" into a
 device flag, and the block starts by copying the state, the thermostat variables and the
 incoming forces into backup buffers. If the flag is set after the block, the block is undone
@@ -36,7 +37,9 @@ class StepBlocks:
         self._key = None
         self.replays = 0
         self.undone = 0
-        self._last_move = None  # [] largest displacement of an atom in the last block
+        self._moved_before = 0.0  # largest displacement since the build, at the last block
+        nl = forces.neighbors
+        self.rebuild_inside = self.cuda_graph and hasattr(nl, "build_async")
 
     # ----------------------------------------------------------------- buffers
     def _live(self, state) -> list[torch.Tensor]:
@@ -72,6 +75,8 @@ class StepBlocks:
         for backup, live in zip(self._backup, self._live(state), strict=True):
             backup.copy_(live)
         self._overrun.zero_()
+        if self.rebuild_inside:
+            self.forces.neighbors.build_async(state)
         result = PotentialResult(self._energy, self._forces)
         for _ in range(self.steps):
             result = self.integrator.step(state, result, self._compute)
@@ -94,18 +99,22 @@ class StepBlocks:
         """Rebuild when the list is stale now or likely to be before the block ends (one
         host sync)."""
         nl = self.forces.neighbors
-        stale = nl.needs_rebuild(state)
-        if self._last_move is not None and nl.reference_positions is not None:
-            moved = (state.positions - nl.reference_positions).norm(dim=1).max()
-            stale = stale | (moved + 1.5 * self._last_move > 0.5 * nl.skin)
-        if bool(stale):
+        if nl.reference_positions is None or nl.reference_positions.shape != state.positions.shape:
             nl.build(state)
+            self._moved_before = 0.0
+            return
+        moved = float((state.positions - nl.reference_positions).norm(dim=1).max())
+        growth = max(moved - self._moved_before, 0.0)
+        if bool(nl.overflow) or moved + 1.25 * growth > 0.5 * nl.skin:
+            nl.build(state)
+            moved = 0.0
+        self._moved_before = moved
 
     # --------------------------------------------------------------------- run
     def run(self, state, result: PotentialResult) -> PotentialResult:
         """Advance ``self.steps`` steps from ``result`` (forces at the current positions)."""
         nl = self.forces.neighbors
-        if nl is not None:
+        if nl is not None and not self.rebuild_inside:
             self._update_list(state)  # a rebuild leaves the forces as they are
         self._prepare(state, result)
         rng_state = self.integrator.generator.get_state() if self.uses_rng else None
@@ -116,10 +125,14 @@ class StepBlocks:
         else:
             self._body(state)
         self.replays += 1
-        self._last_move = (state.positions - self._backup[0]).norm(dim=1).max()
-        if nl is not None and bool(self._overrun):  # host sync
+        if self.rebuild_inside:
+            nl.n_builds += 1
+        bad = self._overrun | nl.overflow if self.rebuild_inside else self._overrun
+        if nl is not None and bool(bad):  # host sync
             self.undone += 1
             self._restore(state)
+            if self.rebuild_inside:  # the list of the block start, or a larger one
+                nl.build(state)
             if rng_state is not None:
                 self.integrator.generator.set_state(rng_state)
             result = PotentialResult(self._energy.clone(), self._forces.clone())

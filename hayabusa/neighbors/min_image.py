@@ -4,7 +4,8 @@ at least three list cutoffs wide — the layout the fused GPU kernels read.
 Each neighbour appears once and its pair vector is the minimum image of r_j − r_i, so no image
 shifts are stored: ``index`` [K, N] int32 (column k holds every atom's k-th neighbour, so the
 threads of a kernel read consecutive memory) and ``count`` [N] int32. On a CUDA device the list
-is built by a Triton cell-list kernel; elsewhere by ``cell_list_pairs``. It offers the same
+is built by a Triton cell-list kernel with no host synchronisation (``build_async``, which a
+CUDA graph can capture); elsewhere by ``cell_list_pairs``. It offers the same
 views as NeighborList (``neighbors``, ``mask``, ``pair_vectors``) so every potential runs on it.
 """
 
@@ -38,6 +39,7 @@ class MinImageNeighborList:
         self.n_builds = 0
         self.index: torch.Tensor | None = None  # [K, N] int32
         self.count: torch.Tensor | None = None  # [N] int32
+        self.order: torch.Tensor | None = None  # [N] int32, atoms in cell order
         self.reference_positions: torch.Tensor | None = None
         self.overflow: torch.Tensor | None = None  # [] bool
 
@@ -47,51 +49,94 @@ class MinImageNeighborList:
 
     # ------------------------------------------------------------------ build
     def build(self, state) -> MinImageNeighborList:
+        """Build (host-driven): grows the capacity until every neighbour fits."""
         if not min_image_supported(state, self.list_cutoff):
             raise InputError("min_image neighbor list: needs fully periodic orthorhombic cells "
                              f"at least 3 × {self.list_cutoff:g} wide")
-        n = state.n_atoms
-        use_kernel = state.device.type == "cuda"
-        while True:
-            k = max(self.capacity, 8)
-            index = torch.zeros(k, n, dtype=torch.int32, device=state.device)
-            count = torch.zeros(n, dtype=torch.int32, device=state.device)
-            if use_kernel:
-                from .triton_build import build_min_image
-                most = build_min_image(state, self.list_cutoff, index, count)
-            else:
-                most = self._build_reference(state, index, count)
-            if most <= k:
-                break
-            self.capacity = 8 * math.ceil(most * self.growth / 8)
-        self.capacity = k
-        self._store(index, count, state)
+        if state.device.type != "cuda":
+            self._build_reference(state)
+        else:
+            self._prepare(state)
+            while True:
+                self.build_async(state)
+                most = int(self.most)  # host sync
+                if most <= self.capacity:
+                    break
+                self.capacity = 8 * math.ceil(most * self.growth / 8)
+                self._prepare(state)
         self.n_builds += 1
         return self
 
-    def _build_reference(self, state, index, count) -> int:
-        """Fill ``index``/``count`` from the PyTorch cell list; returns the largest count."""
+    def _allocate(self, state, k: int) -> None:
+        n, dev = state.n_atoms, state.device
+        self.index = torch.zeros(k, n, dtype=torch.int32, device=dev)
+        self.count = torch.zeros(n, dtype=torch.int32, device=dev)
+        self.order = torch.arange(n, dtype=torch.int32, device=dev)
+        self.reference_positions = state.positions.detach().clone()
+        self.overflow = torch.zeros((), dtype=torch.bool, device=dev)
+
+    def _prepare(self, state) -> None:
+        """Fixed-size buffers for ``build_async`` (host work, once per box and capacity)."""
+        box = torch.diagonal(state.cell, dim1=1, dim2=2).contiguous()
+        key = (state.n_atoms, tuple(box.flatten().tolist()), self.capacity)
+        if getattr(self, "_key", None) == key:
+            return
+        self._key = key
+        self.capacity = max(self.capacity, 8)
+        self._allocate(state, self.capacity)
+        nbins = torch.floor(box / self.list_cutoff).to(torch.int64)  # ≥ 3 (supported)
+        per_system = nbins.prod(dim=1)
+        self.box = box
+        self.nbins = nbins
+        self.nbins32 = nbins.to(torch.int32)
+        self.bin_offset = torch.cumsum(per_system, 0) - per_system
+        self.bin_offset32 = self.bin_offset.to(torch.int32)
+        self.bin_count = torch.zeros(int(per_system.sum()), dtype=torch.int32,
+                                     device=state.device)
+        self.bin3 = torch.zeros(state.n_atoms, 3, dtype=torch.int32, device=state.device)
+        self.system32 = state.system_idx.to(torch.int32)
+        self.ones = torch.ones(state.n_atoms, dtype=torch.int32, device=state.device)
+        self.most = torch.zeros(1, dtype=torch.int32, device=state.device)
+
+    def build_async(self, state) -> None:
+        """Build on the GPU with no host synchronisation (can be captured in a CUDA graph).
+        ``overflow`` is set on the device when an atom has more neighbours than fit."""
+        from .triton_build import launch_build
+
+        sys = state.system_idx
+        nb = self.nbins[sys]
+        frac = state.positions / self.box[sys]
+        bin3 = torch.minimum(((frac - torch.floor(frac)) * nb).to(torch.int64), nb - 1)
+        gbin = self.bin_offset[sys] + (bin3[:, 0] * nb[:, 1] + bin3[:, 1]) * nb[:, 2] \
+            + bin3[:, 2]
+        self.bin3.copy_(bin3)
+        self.order.copy_(torch.argsort(gbin))
+        self.bin_count.zero_()
+        self.bin_count.index_add_(0, gbin, self.ones)
+        bin_start = torch.cumsum(self.bin_count, 0, dtype=torch.int32) - self.bin_count
+        self.most.zero_()
+        launch_build((state.positions, self.system32, self.box, self.nbins32, self.bin_offset32,
+                      self.bin3, self.order, bin_start, self.bin_count, self.index, self.count,
+                      self.most, state.n_atoms, self.capacity, self.list_cutoff ** 2),
+                     state.n_atoms)
+        self.reference_positions.copy_(state.positions)
+        self.overflow.copy_(self.most[0] > self.capacity)
+
+    def _build_reference(self, state) -> None:
+        """Fill the list from the PyTorch cell list (CPU and reference path)."""
         pairs = cell_list_pairs(state.positions, state.cell, state.pbc, state.system_idx,
                                 self.list_cutoff)
         counts = torch.bincount(pairs.i, minlength=state.n_atoms)
         most = int(counts.max()) if counts.numel() else 0
+        if self.index is None or most > self.capacity or \
+                self.index.shape[1] != state.n_atoms:
+            self.capacity = max(self.capacity, 8 * math.ceil(most * self.growth / 8), 8)
+            self._allocate(state, self.capacity)
         slot = torch.arange(pairs.i.numel(), device=pairs.i.device) - \
             (torch.cumsum(counts, 0) - counts)[pairs.i]
-        fits = slot < index.shape[0]
-        index[slot[fits], pairs.i[fits]] = pairs.j[fits].to(torch.int32)
-        count.copy_(torch.clamp(counts, max=index.shape[0]).to(torch.int32))
-        return most
-
-    def _store(self, index, count, state) -> None:
-        """Keep buffers in place when their shape is unchanged (captured CUDA graphs)."""
-        if self.index is not None and self.index.shape == index.shape:
-            self.index.copy_(index)
-            self.count.copy_(count)
-            self.reference_positions.copy_(state.positions)
-        else:
-            self.index, self.count = index, count
-            self.reference_positions = state.positions.detach().clone()
-            self.overflow = torch.zeros((), dtype=torch.bool, device=state.device)
+        self.index[slot, pairs.i] = pairs.j.to(torch.int32)
+        self.count.copy_(counts.to(torch.int32))
+        self.reference_positions.copy_(state.positions)
 
     # ---------------------------------------------------------------- updates
     def needs_rebuild(self, state) -> torch.Tensor:
@@ -131,12 +176,13 @@ class MinImageNeighborList:
     # ------------------------------------------------------------- checkpoints
     def buffers(self) -> tuple[torch.Tensor, ...]:
         """The persistent device tensors (a captured CUDA graph reads these)."""
-        return (self.index, self.count, self.reference_positions, self.overflow)
+        return (self.index, self.count, self.order, self.reference_positions, self.overflow)
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "cutoff": self.cutoff, "skin": self.skin,
                 "capacity": self.capacity,
                 "n_builds": self.n_builds, "index": self.index, "count": self.count,
+                "order": self.order,
                 "reference_positions": self.reference_positions, "overflow": self.overflow}
 
     def load_state_dict(self, d: dict, device=None) -> None:

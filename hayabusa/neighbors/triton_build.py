@@ -1,14 +1,17 @@
 """Triton cell-list kernel that fills a MinImageNeighborList on the GPU.
 
 Hand-written because no maintained library builds a batched, fixed-capacity, column-major
-neighbor matrix on the device (see reference/gpu-kernels.md). Atoms are binned into cells at
-least one list cutoff wide (≥ 3 per direction, so the 27 stencil cells are distinct); each
-thread takes one atom and walks the 27 cells, appending neighbours within the cutoff.
+neighbor matrix on the device without host synchronisation (see reference/gpu-kernels.md).
+Atoms are binned into cells at least one list cutoff wide (≥ 3 per direction, so the 27
+stencil cells are distinct). Threads take atoms in cell order (``order``), so the threads of a
+program share cells and walk them together; each appends the neighbours within the cutoff.
+Every size is fixed beforehand, so a build can be captured in a CUDA graph: overflows of the
+neighbour capacity or of the per-cell bound are reported in ``most`` instead of dropped
+silently.
 """
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
@@ -16,11 +19,12 @@ BLOCK = 128
 
 
 @triton.jit
-def _build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr, order_ptr,
-                  bin_start_ptr, bin_count_ptr, index_ptr, count_ptr, most_ptr,
-                  n_atoms, capacity, cutoff2, max_in_bin, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = i < n_atoms
+def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr, order_ptr,
+                 bin_start_ptr, bin_count_ptr, index_ptr, count_ptr, most_ptr,
+                 n_atoms, capacity, cutoff2, BLOCK: tl.constexpr):
+    lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = lane < n_atoms
+    i = tl.load(order_ptr + lane, mask=live, other=0)
     xi = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)
     yi = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)
     zi = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)
@@ -43,7 +47,7 @@ def _build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr
         b = offset + (cx * ny + cy) * nz + cz
         start = tl.load(bin_start_ptr + b, mask=live, other=0)
         in_bin = tl.load(bin_count_ptr + b, mask=live, other=0)
-        for q in range(0, max_in_bin):
+        for q in range(0, tl.max(in_bin, axis=0)):
             ok = live & (q < in_bin)
             j = tl.load(order_ptr + start + q, mask=ok, other=0)
             dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi
@@ -60,31 +64,5 @@ def _build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr
     tl.atomic_max(most_ptr, tl.max(tl.where(live, count, 0), axis=0))
 
 
-def build_min_image(state, cutoff: float, index: torch.Tensor, count: torch.Tensor) -> int:
-    """Fill ``index`` [K, N] and ``count`` [N]; returns the largest neighbour count (which may
-    exceed K: then the caller grows K and builds again)."""
-    device = state.device
-    box = torch.diagonal(state.cell, dim1=1, dim2=2).contiguous()  # [S, 3]
-    nbins = torch.floor(box / cutoff).to(torch.int64)  # ≥ 3 by min_image_supported
-    bins_per_system = nbins.prod(dim=1)
-    bin_offset = torch.cumsum(bins_per_system, 0) - bins_per_system
-    total_bins = int(bins_per_system.sum())  # host sync (once per build)
-    sys = state.system_idx
-    frac = state.positions / box[sys]
-    frac = frac - torch.floor(frac)
-    bin3 = torch.minimum((frac * nbins[sys]).to(torch.int64), nbins[sys] - 1)
-    gbin = bin_offset[sys] + (bin3[:, 0] * nbins[sys, 1] + bin3[:, 1]) * nbins[sys, 2] \
-        + bin3[:, 2]
-    order = torch.argsort(gbin).to(torch.int32)
-    bin_count = torch.bincount(gbin, minlength=total_bins)
-    bin_start = (torch.cumsum(bin_count, 0) - bin_count).to(torch.int32)
-    max_in_bin = int(bin_count.max())  # host sync
-    most = torch.zeros(1, dtype=torch.int32, device=device)
-    n = state.n_atoms
-    grid = (triton.cdiv(n, BLOCK),)
-    _build_kernel[grid](
-        state.positions.contiguous(), sys.to(torch.int32), box, nbins.to(torch.int32),
-        bin_offset.to(torch.int32), bin3.to(torch.int32).contiguous(), order, bin_start,
-        bin_count.to(torch.int32), index, count, most, n, index.shape[0], cutoff * cutoff,
-        max_in_bin, BLOCK=BLOCK)
-    return int(most)
+def launch_build(args: tuple, n_atoms: int) -> None:
+    build_kernel[(triton.cdiv(n_atoms, BLOCK),)](*args, BLOCK=BLOCK)

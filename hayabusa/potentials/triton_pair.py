@@ -3,8 +3,10 @@
 Hand-written because the plain PyTorch path materialises [N, K, 3] temporaries at every step;
 here one thread per atom walks its column of the neighbor matrix, forms minimum-image pair
 vectors from the float64 positions, evaluates u(r) and u'(r) in the compute dtype (float32 or
-float64) with the potential's truncation, and writes the atom's force and energy. No atomics:
-each atom sums its own full row. The PyTorch path stays the reference (tests/test_gpu.py).
+float64) with the potential's truncation, and writes the atom's force and energy. Threads take
+atoms in the list's cell order, so the threads of a program gather from one neighbourhood.
+No atomics: each atom sums its own full row. The PyTorch path stays the reference
+(tests/test_gpu.py).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ BLOCK = 128
 
 
 @triton.jit
-def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, index_ptr, count_ptr, table_ptr,
+def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_ptr, table_ptr,
                force_ptr, energy_ptr, n_atoms, n_types, BLOCK: tl.constexpr,
                ct: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = i < n_atoms
+    lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = lane < n_atoms
+    i = tl.load(order_ptr + lane, mask=live, other=0)  # atoms in cell order: shared gathers
     xi = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)
     yi = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)
     zi = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)
@@ -81,7 +84,7 @@ def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool
     energy = torch.empty(n, dtype=torch.float64, device=state.device)
     box = torch.diagonal(state.cell, dim1=1, dim2=2).contiguous()
     _lj_kernel[(triton.cdiv(n, BLOCK),)](
-        state.positions, state.system_idx, box, state.type_ids, neighbors.index,
+        state.positions, state.system_idx, box, state.type_ids, neighbors.order, neighbors.index,
         neighbors.count, table, forces, energy, n, n_types, BLOCK=BLOCK,
         ct=tl.float32 if float32 else tl.float64)
     return forces, energy
