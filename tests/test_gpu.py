@@ -92,7 +92,7 @@ def test_triton_min_image_build_equals_reference():
     gpu = MinImageNeighborList(2.5, 0.3, capacity=8).build(state)  # grows from 8
     ref = MinImageNeighborList(2.5, 0.3)
     ref.build(state.to("cpu"))
-    assert torch.equal(gpu.count.cpu(), ref.count)
+    assert torch.equal(gpu.mask.sum(1).cpu(), ref.mask.sum(1))
     a = torch.sort(torch.where(gpu.mask, gpu.neighbors, -1), dim=1).values.cpu()
     b = torch.sort(torch.where(ref.mask, ref.neighbors, -1), dim=1).values
     assert torch.equal(a[:, -a.shape[1]:], b[:, -a.shape[1]:]) or torch.equal(

@@ -2,10 +2,12 @@
 at least three list cutoffs wide — the layout the fused GPU kernels read.
 
 Each neighbour appears once and its pair vector is the minimum image of r_j − r_i, so no image
-shifts are stored: ``index`` [K, N] int32 (column k holds every atom's k-th neighbour, so the
-threads of a kernel read consecutive memory) and ``count`` [N] int32. On a CUDA device the list
-is built by a Triton cell-list kernel with no host synchronisation (``build_async``, which a
-CUDA graph can capture); elsewhere by ``cell_list_pairs``. It offers the same
+shifts are stored: ``index`` [K, N] int32 and ``count`` [N] int32, with rows ("lanes") in cell
+order — lane l belongs to atom ``order[l]`` — and slot k of every lane contiguous, so the
+threads of a kernel read consecutive memory and gather from one neighbourhood. On a CUDA
+device the list is built by a Triton cell-list kernel with no host synchronisation
+(``build_async``, which a CUDA graph can capture); elsewhere by ``cell_list_pairs``. It offers
+the same
 views as NeighborList (``neighbors``, ``mask``, ``pair_vectors``) so every potential runs on it.
 """
 
@@ -154,17 +156,24 @@ class MinImageNeighborList:
         return False
 
     # ------------------------------------------------------------------ views
+    def _rows_of_atoms(self) -> torch.Tensor:
+        """[N] the matrix row (lane) of each atom: rows are stored in cell order."""
+        lanes = torch.empty_like(self.order)
+        lanes[self.order.long()] = torch.arange(self.order.numel(), dtype=self.order.dtype,
+                                                device=self.order.device)
+        return lanes.long()
+
     @property
     def mask(self) -> torch.Tensor:
         """[N, K] bool: slot k of atom i holds a neighbour."""
         k = torch.arange(self.index.shape[0], device=self.index.device)
-        return k[None, :] < self.count[:, None]
+        return k[None, :] < self.count[self._rows_of_atoms()][:, None]
 
     @property
     def neighbors(self) -> torch.Tensor:
-        """[N, K] int64, padded with the atom's own index."""
+        """[N, K] int64 by atom, padded with the atom's own index."""
         own = torch.arange(self.index.shape[1], device=self.index.device)[:, None]
-        return torch.where(self.mask, self.index.T.long(), own)
+        return torch.where(self.mask, self.index.T[self._rows_of_atoms()].long(), own)
 
     def pair_vectors(self, state) -> torch.Tensor:
         """[N, K, 3] minimum-image r_j − r_i (zeros in padding slots)."""

@@ -3,8 +3,10 @@
 Hand-written because no maintained library builds a batched, fixed-capacity, column-major
 neighbor matrix on the device without host synchronisation (see reference/gpu-kernels.md).
 Atoms are binned into cells at least one list cutoff wide (≥ 3 per direction, so the 27
-stencil cells are distinct). Threads take atoms in cell order (``order``), so the threads of a
-program share cells and walk them together; each appends the neighbours within the cutoff.
+stencil cells are distinct). A program takes BLOCK atoms in cell order (``order``), so its
+atoms share cells, and examines TILE candidates of a cell per atom at once (many independent
+loads in flight); a prefix sum gives each neighbour found its slot. Rows are stored in the same
+cell order: row ``lane`` of the matrix belongs to atom ``order[lane]``.
 Every size is fixed beforehand, so a build can be captured in a CUDA graph: overflows of the
 neighbour capacity or of the per-cell bound are reported in ``most`` instead of dropped
 silently.
@@ -15,13 +17,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-BLOCK = 128
+BLOCK = 32  # atoms per program
+TILE = 32  # candidates of one cell examined at once per atom
 
 
 @triton.jit
 def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr, order_ptr,
                  bin_start_ptr, bin_count_ptr, index_ptr, count_ptr, most_ptr,
-                 n_atoms, capacity, cutoff2, BLOCK: tl.constexpr):
+                 n_atoms, capacity, cutoff2, BLOCK: tl.constexpr, TILE: tl.constexpr):
     lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = lane < n_atoms
     i = tl.load(order_ptr + lane, mask=live, other=0)
@@ -40,6 +43,7 @@ def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr,
     by = tl.load(bin3_ptr + 3 * i + 1, mask=live, other=0)
     bz = tl.load(bin3_ptr + 3 * i + 2, mask=live, other=0)
     count = tl.zeros([BLOCK], dtype=tl.int32)
+    q = tl.arange(0, TILE)
     for cell in tl.static_range(27):
         cx = (bx + (cell // 9 - 1) + nx) % nx
         cy = (by + ((cell // 3) % 3 - 1) + ny) % ny
@@ -47,22 +51,24 @@ def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr,
         b = offset + (cx * ny + cy) * nz + cz
         start = tl.load(bin_start_ptr + b, mask=live, other=0)
         in_bin = tl.load(bin_count_ptr + b, mask=live, other=0)
-        for q in range(0, tl.max(in_bin, axis=0)):
-            ok = live & (q < in_bin)
-            j = tl.load(order_ptr + start + q, mask=ok, other=0)
-            dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi
-            dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi
-            dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi
-            dx -= lx * tl.floor(dx / lx + 0.5)
-            dy -= ly * tl.floor(dy / ly + 0.5)
-            dz -= lz * tl.floor(dz / lz + 0.5)
-            ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != i)
-            tl.store(index_ptr + count * n_atoms + i, j.to(tl.int32),
-                     mask=ok & (count < capacity))
-            count += ok.to(tl.int32)
-    tl.store(count_ptr + i, tl.minimum(count, capacity), mask=live)
+        for q0 in range(0, tl.max(in_bin, axis=0), TILE):
+            ok = live[:, None] & (q0 + q[None, :] < in_bin[:, None])
+            j = tl.load(order_ptr + start[:, None] + q0 + q[None, :], mask=ok, other=0)
+            dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi[:, None]
+            dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi[:, None]
+            dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi[:, None]
+            dx -= lx[:, None] * tl.floor(dx / lx[:, None] + 0.5)
+            dy -= ly[:, None] * tl.floor(dy / ly[:, None] + 0.5)
+            dz -= lz[:, None] * tl.floor(dz / lz[:, None] + 0.5)
+            ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != i[:, None])
+            hit = ok.to(tl.int32)
+            slot = count[:, None] + tl.cumsum(hit, axis=1) - 1
+            tl.store(index_ptr + slot * n_atoms + lane[:, None], j.to(tl.int32),
+                     mask=ok & (slot < capacity))
+            count += tl.sum(hit, axis=1)
+    tl.store(count_ptr + lane, tl.minimum(count, capacity), mask=live)
     tl.atomic_max(most_ptr, tl.max(tl.where(live, count, 0), axis=0))
 
 
 def launch_build(args: tuple, n_atoms: int) -> None:
-    build_kernel[(triton.cdiv(n_atoms, BLOCK),)](*args, BLOCK=BLOCK)
+    build_kernel[(triton.cdiv(n_atoms, BLOCK),)](*args, BLOCK=BLOCK, TILE=TILE)

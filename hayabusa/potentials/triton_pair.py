@@ -1,10 +1,10 @@
 """Fused Triton kernel for Lennard-Jones forces on a MinImageNeighborList (GPU hot path).
 
 Hand-written because the plain PyTorch path materialises [N, K, 3] temporaries at every step;
-here one thread per atom walks its column of the neighbor matrix, forms minimum-image pair
+here a program takes BLOCK atoms and TILE neighbour slots at once, forms minimum-image pair
 vectors from the float64 positions, evaluates u(r) and u'(r) in the compute dtype (float32 or
-float64) with the potential's truncation, and writes the atom's force and energy. Threads take
-atoms in the list's cell order, so the threads of a program gather from one neighbourhood.
+float64) with the potential's truncation, and writes each atom's force and energy. Rows come in
+the list's cell order, so a program gathers from one neighbourhood.
 No atomics: each atom sums its own full row. The PyTorch path stays the reference
 (tests/test_gpu.py).
 """
@@ -15,33 +15,34 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 128
+BLOCK = 32  # atoms per program
+TILE = 32  # neighbour slots examined at once per atom
 
 
 @triton.jit
 def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_ptr, table_ptr,
                force_ptr, energy_ptr, n_atoms, n_types, BLOCK: tl.constexpr,
-               ct: tl.constexpr):
+               TILE: tl.constexpr, ct: tl.constexpr):
     lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = lane < n_atoms
-    i = tl.load(order_ptr + lane, mask=live, other=0)  # atoms in cell order: shared gathers
-    xi = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)
-    yi = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)
-    zi = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)
+    i = tl.load(order_ptr + lane, mask=live, other=0)  # row ``lane`` belongs to atom i
+    xi = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)[:, None]
+    yi = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)[:, None]
+    zi = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)[:, None]
     s = tl.load(sys_ptr + i, mask=live, other=0)
-    lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)
-    ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)
-    lz = tl.load(box_ptr + 3 * s + 2, mask=live, other=1.0)
-    ti = tl.load(type_ptr + i, mask=live, other=0)
-    count = tl.load(count_ptr + i, mask=live, other=0)
+    lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)[:, None]
+    ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)[:, None]
+    lz = tl.load(box_ptr + 3 * s + 2, mask=live, other=1.0)[:, None]
+    ti = tl.load(type_ptr + i, mask=live, other=0)[:, None]
+    count = tl.load(count_ptr + lane, mask=live, other=0)
     fx = tl.zeros([BLOCK], dtype=ct)
     fy = tl.zeros([BLOCK], dtype=ct)
     fz = tl.zeros([BLOCK], dtype=ct)
     e = tl.zeros([BLOCK], dtype=ct)
-    most = tl.max(count, axis=0)
-    for k in range(0, most):
-        ok = live & (k < count)
-        j = tl.load(index_ptr + k * n_atoms + i, mask=ok, other=0)
+    k = tl.arange(0, TILE)
+    for k0 in range(0, tl.max(count, axis=0), TILE):
+        ok = live[:, None] & (k0 + k[None, :] < count[:, None])
+        j = tl.load(index_ptr + (k0 + k[None, :]) * n_atoms + lane[:, None], mask=ok, other=0)
         dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi
         dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi
         dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi
@@ -65,10 +66,10 @@ def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_
         u = eps4 * (s6 * s6 - s6) - uc - (r - rc) * duc
         du = -6.0 * eps4 * (2.0 * s6 * s6 - s6) / r - duc
         f_over_r = tl.where(within, du / r, 0.0)
-        fx += f_over_r * dx
-        fy += f_over_r * dy
-        fz += f_over_r * dz
-        e += tl.where(within, u, 0.0)
+        fx += tl.sum(f_over_r * dx, axis=1)
+        fy += tl.sum(f_over_r * dy, axis=1)
+        fz += tl.sum(f_over_r * dz, axis=1)
+        e += tl.sum(tl.where(within, u, 0.0), axis=1)
     tl.store(force_ptr + 3 * i, fx.to(tl.float64), mask=live)
     tl.store(force_ptr + 3 * i + 1, fy.to(tl.float64), mask=live)
     tl.store(force_ptr + 3 * i + 2, fz.to(tl.float64), mask=live)
@@ -85,6 +86,6 @@ def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool
     box = torch.diagonal(state.cell, dim1=1, dim2=2).contiguous()
     _lj_kernel[(triton.cdiv(n, BLOCK),)](
         state.positions, state.system_idx, box, state.type_ids, neighbors.order, neighbors.index,
-        neighbors.count, table, forces, energy, n, n_types, BLOCK=BLOCK,
+        neighbors.count, table, forces, energy, n, n_types, BLOCK=BLOCK, TILE=TILE,
         ct=tl.float32 if float32 else tl.float64)
     return forces, energy
