@@ -14,11 +14,15 @@ silently.
 
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
-BLOCK = 32  # atoms per program
-TILE = 32  # candidates of one cell examined at once per atom
+# Tile shapes (atoms per program × candidates at once) tried on first use for each size; the
+# kernel is idempotent, so the trial runs leave the same list.
+CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
+           for b, t, w in ((32, 32, 4), (64, 16, 4), (128, 8, 4), (128, 16, 8), (256, 4, 8))]
 
 
 @triton.jit
@@ -35,6 +39,7 @@ def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr,
     lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)
     ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)
     lz = tl.load(box_ptr + 3 * s + 2, mask=live, other=1.0)
+    ilx, ily, ilz = 1.0 / lx, 1.0 / ly, 1.0 / lz
     nx = tl.load(nbins_ptr + 3 * s, mask=live, other=1)
     ny = tl.load(nbins_ptr + 3 * s + 1, mask=live, other=1)
     nz = tl.load(nbins_ptr + 3 * s + 2, mask=live, other=1)
@@ -57,9 +62,9 @@ def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr,
             dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi[:, None]
             dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi[:, None]
             dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi[:, None]
-            dx -= lx[:, None] * tl.floor(dx / lx[:, None] + 0.5)
-            dy -= ly[:, None] * tl.floor(dy / ly[:, None] + 0.5)
-            dz -= lz[:, None] * tl.floor(dz / lz[:, None] + 0.5)
+            dx -= lx[:, None] * tl.floor(dx * ilx[:, None] + 0.5)
+            dy -= ly[:, None] * tl.floor(dy * ily[:, None] + 0.5)
+            dz -= lz[:, None] * tl.floor(dz * ilz[:, None] + 0.5)
             ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != i[:, None])
             hit = ok.to(tl.int32)
             slot = count[:, None] + tl.cumsum(hit, axis=1) - 1
@@ -70,5 +75,11 @@ def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr,
     tl.atomic_max(most_ptr, tl.max(tl.where(live, count, 0), axis=0))
 
 
+_build_tuned = triton.autotune(configs=CONFIGS, key=["n_atoms"])(build_kernel)
+
+
 def launch_build(args: tuple, n_atoms: int) -> None:
-    build_kernel[(triton.cdiv(n_atoms, BLOCK),)](*args, BLOCK=BLOCK, TILE=TILE)
+    if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter cannot autotune
+        build_kernel[(triton.cdiv(n_atoms, 32),)](*args, BLOCK=32, TILE=32)
+    else:
+        _build_tuned[lambda meta: (triton.cdiv(n_atoms, meta["BLOCK"]),)](*args)

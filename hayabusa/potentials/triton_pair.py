@@ -1,22 +1,25 @@
 """Fused Triton kernel for Lennard-Jones forces on a MinImageNeighborList (GPU hot path).
 
-Hand-written because the plain PyTorch path materialises [N, K, 3] temporaries at every step;
-here a program takes BLOCK atoms and TILE neighbour slots at once, forms minimum-image pair
-vectors from the float64 positions, evaluates u(r) and u'(r) in the compute dtype (float32 or
-float64) with the potential's truncation, and writes each atom's force and energy. Rows come in
-the list's cell order, so a program gathers from one neighbourhood.
-No atomics: each atom sums its own full row. The PyTorch path stays the reference
-(tests/test_gpu.py).
+Hand-written because the plain PyTorch path materialises [N, K, 3] temporaries at every step.
+A program takes BLOCK atoms and TILE neighbour slots at once (shapes autotuned per size),
+forms minimum-image pair vectors from the float64 positions, evaluates u(r) and u'(r) in the
+compute dtype (float32 or float64) with the potential's truncation, and writes each atom's
+force and energy. Rows come in the list's cell order, so a program gathers from one
+neighbourhood. No atomics: each atom sums its own full row. The PyTorch path stays the
+reference (tests/test_gpu.py).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-BLOCK = 32  # atoms per program
-TILE = 32  # neighbour slots examined at once per atom
+# Tile shapes (atoms per program × neighbour slots at once) tried on first use for each size.
+CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
+           for b, t, w in ((32, 32, 4), (64, 16, 4), (128, 8, 4), (128, 16, 8), (256, 4, 8))]
 
 
 @triton.jit
@@ -33,6 +36,7 @@ def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_
     lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)[:, None]
     ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)[:, None]
     lz = tl.load(box_ptr + 3 * s + 2, mask=live, other=1.0)[:, None]
+    ilx, ily, ilz = 1.0 / lx, 1.0 / ly, 1.0 / lz
     ti = tl.load(type_ptr + i, mask=live, other=0)[:, None]
     count = tl.load(count_ptr + lane, mask=live, other=0)
     fx = tl.zeros([BLOCK], dtype=ct)
@@ -46,9 +50,9 @@ def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_
         dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi
         dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi
         dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi
-        dx = (dx - lx * tl.floor(dx / lx + 0.5)).to(ct)
-        dy = (dy - ly * tl.floor(dy / ly + 0.5)).to(ct)
-        dz = (dz - lz * tl.floor(dz / lz + 0.5)).to(ct)
+        dx = (dx - lx * tl.floor(dx * ilx + 0.5)).to(ct)
+        dy = (dy - ly * tl.floor(dy * ily + 0.5)).to(ct)
+        dz = (dz - lz * tl.floor(dz * ilz + 0.5)).to(ct)
         r2 = dx * dx + dy * dy + dz * dz
         tj = tl.load(type_ptr + j, mask=ok, other=0)
         p = 6 * (ti * n_types + tj)  # table row: 4ε, σ², r_c², r_c, u(r_c), u'(r_c)
@@ -76,6 +80,9 @@ def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_
     tl.store(energy_ptr + i, 0.5 * e.to(tl.float64), mask=live)
 
 
+_lj_tuned = triton.autotune(configs=CONFIGS, key=["n_atoms"])(_lj_kernel)
+
+
 def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool):
     """Forces [N, 3] and atom energies [N] (float64) from the fused kernel.
 
@@ -84,8 +91,11 @@ def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool
     forces = torch.empty(n, 3, dtype=torch.float64, device=state.device)
     energy = torch.empty(n, dtype=torch.float64, device=state.device)
     box = torch.diagonal(state.cell, dim1=1, dim2=2).contiguous()
-    _lj_kernel[(triton.cdiv(n, BLOCK),)](
-        state.positions, state.system_idx, box, state.type_ids, neighbors.order, neighbors.index,
-        neighbors.count, table, forces, energy, n, n_types, BLOCK=BLOCK, TILE=TILE,
-        ct=tl.float32 if float32 else tl.float64)
+    args = (state.positions, state.system_idx, box, state.type_ids, neighbors.order,
+            neighbors.index, neighbors.count, table, forces, energy, n, n_types)
+    ct = tl.float32 if float32 else tl.float64
+    if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter cannot autotune
+        _lj_kernel[(triton.cdiv(n, 32),)](*args, BLOCK=32, TILE=32, ct=ct)
+    else:
+        _lj_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](*args, ct=ct)
     return forces, energy
