@@ -42,7 +42,8 @@ def _sizes(text: str) -> list[int]:
 def run_bench(args) -> int:
     device = _device(args.device)
     env = environment(device)
-    env["copy_bandwidth_GB_per_s"] = copy_bandwidth(device) / 1e9
+    size = 1 << 30 if device.type == "cuda" else 1 << 26
+    env["copy_bandwidth_GB_per_s"] = copy_bandwidth(device, size) / 1e9
     rows = []
     if args.problem == "lj":
         for n in _sizes(args.atoms):

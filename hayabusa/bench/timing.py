@@ -1,12 +1,13 @@
 """Timing MD runs and the device's copy bandwidth; rows for tables and JSON.
 
-Bytes model (per atom-step, documented in docs/benchmarks.md): the padded neighbor matrix is
-read once per force call — K int64 indices, K bool mask entries and K×3 float image shifts —
-plus the per-atom state: positions read and written, velocities read and written twice (two
-half kicks), forces written and read, all in the state's float dtype:
-    bytes = K·(8 + 1 + 3·f) + (2·3 + 4·3 + 2·3)·f,   f = bytes per float.
-It is a lower bound for the present PyTorch path (which also writes [N, K] temporaries);
-achieved bytes/s = bytes × atom-steps/s.
+Bytes model (per atom-step, documented in docs/benchmarks.md): the neighbor matrix is read
+once per force call, plus ten 3-vectors of per-atom state in float64 (positions read by the
+force kernel and read + written by the drift, velocities read + written by two half kicks,
+forces written by the force call and read by two kicks):
+    min_image list (fused kernels):  bytes = 4·K + 10·24        (int32 indices)
+    matrix list (PyTorch path):      bytes = K·(8 + 1 + 24) + 10·24   (int64 index, mask, shift)
+K is the list's capacity; neighbour gathers are assumed to hit cache and list builds are left
+out, so this is a lower bound on the traffic. Achieved bytes/s = bytes × atom-steps/s.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def copy_bandwidth(device, n_bytes: int = 1 << 30, repeats: int = 10) -> float:
     return 2 * n_bytes * repeats / (time.perf_counter() - t0)
 
 
-def bytes_per_atom_step(capacity: int, float_bytes: int) -> int:
-    return capacity * (8 + 1 + 3 * float_bytes) + 24 * float_bytes
+def bytes_per_atom_step(capacity: int, list_kind: str) -> int:
+    per_slot = 4 if list_kind == "min_image" else 8 + 1 + 24
+    return capacity * per_slot + 10 * 24
 
 
 def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 200,
@@ -67,13 +69,13 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
     n = state.n_atoms
     rate = steps * n / seconds
     capacity = sim.forces.neighbors.capacity
-    float_bytes = torch.finfo(state.dtype).bits // 8
-    model = bytes_per_atom_step(capacity, float_bytes)
+    model = bytes_per_atom_step(capacity, sim.forces.neighbors.kind)
     drift = ((h1 - h0).abs() / state.n_atoms_per_system).max().item()
     return {
         "atoms": n, "systems": state.n_systems, "steps": steps,
         "ms_per_step": 1e3 * seconds / steps, "atom_steps_per_s": rate,
         "tau_per_day": steps * timestep / seconds * 86400,
+        "neighbor_list": sim.forces.neighbors.kind,
         "neighbor_capacity": capacity, "builds": sim.forces.neighbors.n_builds - builds0,
         "blocks_undone": sim.blocks.undone if sim.blocks is not None else 0,
         "bytes_per_atom_step": model, "achieved_bytes_per_s": model * rate,

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import InputError
 from .pairs import cell_list_pairs
+from .verlet import VerletList
 
 
 def min_image_supported(state, list_cutoff: float) -> bool:
@@ -29,25 +30,9 @@ def min_image_supported(state, list_cutoff: float) -> bool:
         bool((torch.diagonal(cell, dim1=1, dim2=2) >= 3 * list_cutoff).all())
 
 
-class MinImageNeighborList:
+class MinImageNeighborList(VerletList):
     kind = "min_image"
-
-    def __init__(self, cutoff: float, skin: float = 0.0, capacity: int = 0,
-                 growth: float = 1.25):
-        self.cutoff = float(cutoff)
-        self.skin = float(skin)
-        self.capacity = int(capacity)
-        self.growth = growth
-        self.n_builds = 0
-        self.index: torch.Tensor | None = None  # [K, N] int32
-        self.count: torch.Tensor | None = None  # [N] int32
-        self.order: torch.Tensor | None = None  # [N] int32, atoms in cell order
-        self.reference_positions: torch.Tensor | None = None
-        self.overflow: torch.Tensor | None = None  # [] bool
-
-    @property
-    def list_cutoff(self) -> float:
-        return self.cutoff + self.skin
+    buffer_names = ("index", "count", "order")  # [K, N] int32; [N] int32; [N] int32
 
     # ------------------------------------------------------------------ build
     def build(self, state) -> MinImageNeighborList:
@@ -140,21 +125,6 @@ class MinImageNeighborList:
         self.count.copy_(counts.to(torch.int32))
         self.reference_positions.copy_(state.positions)
 
-    # ---------------------------------------------------------------- updates
-    def needs_rebuild(self, state) -> torch.Tensor:
-        """[] bool on the device: an atom moved more than skin/2 since the build."""
-        ref = self.reference_positions
-        if ref is None or ref.shape != state.positions.shape:
-            return torch.ones((), dtype=torch.bool, device=state.device)
-        disp2 = ((state.positions - ref) ** 2).sum(-1).max()
-        return (disp2 > (0.5 * self.skin) ** 2) | self.overflow
-
-    def update(self, state) -> bool:
-        if bool(self.needs_rebuild(state)):
-            self.build(state)
-            return True
-        return False
-
     # ------------------------------------------------------------------ views
     def _rows_of_atoms(self) -> torch.Tensor:
         """[N] the matrix row (lane) of each atom: rows are stored in cell order."""
@@ -181,21 +151,3 @@ class MinImageNeighborList:
         pos = state.positions
         d = pos[self.neighbors] - pos[:, None, :]
         return d - box * torch.round(d / box)
-
-    # ------------------------------------------------------------- checkpoints
-    def buffers(self) -> tuple[torch.Tensor, ...]:
-        """The persistent device tensors (a captured CUDA graph reads these)."""
-        return (self.index, self.count, self.order, self.reference_positions, self.overflow)
-
-    def state_dict(self) -> dict:
-        return {"kind": self.kind, "cutoff": self.cutoff, "skin": self.skin,
-                "capacity": self.capacity,
-                "n_builds": self.n_builds, "index": self.index, "count": self.count,
-                "order": self.order,
-                "reference_positions": self.reference_positions, "overflow": self.overflow}
-
-    def load_state_dict(self, d: dict, device=None) -> None:
-        if (d.get("kind"), d["cutoff"], d["skin"]) != (self.kind, self.cutoff, self.skin):
-            return
-        for key, value in d.items():
-            setattr(self, key, value.to(device) if isinstance(value, torch.Tensor) else value)

@@ -17,35 +17,22 @@ import torch
 
 from ..errors import InputError
 from .pairs import Pairs, brute_force_pairs, cell_list_pairs
+from .verlet import VerletList
 
 BACKENDS = ("cell", "brute", "vesin")  # see md.forces.make_neighbor_list for "auto"
 
 
-class NeighborList:
+class NeighborList(VerletList):
     kind = "matrix"
+    buffer_names = ("neighbors", "shifts", "mask")  # [N, K] int64; [N, K, 3] float; [N, K] bool
+
     def __init__(self, cutoff: float, skin: float = 0.0, backend: str = "cell",
                  capacity: int = 0, growth: float = 1.25):
-        if cutoff <= 0 or skin < 0:
-            raise InputError(f"neighbor list: cutoff must be > 0 and skin >= 0, "
-                             f"got cutoff={cutoff}, skin={skin}")
         if backend not in BACKENDS:
             raise InputError(f"neighbor list: unknown backend {backend!r}; expected one of "
                              f"{list(BACKENDS)}")
-        self.cutoff = float(cutoff)
-        self.skin = float(skin)
+        super().__init__(cutoff, skin, capacity, growth)
         self.backend = backend
-        self.capacity = int(capacity)
-        self.growth = growth
-        self.n_builds = 0
-        self.neighbors: torch.Tensor | None = None  # [N, K] int64
-        self.shifts: torch.Tensor | None = None  # [N, K, 3] positions' dtype, integer values
-        self.mask: torch.Tensor | None = None  # [N, K] bool
-        self.reference_positions: torch.Tensor | None = None  # [N, 3]
-        self.overflow: torch.Tensor | None = None  # [] bool
-
-    @property
-    def list_cutoff(self) -> float:
-        return self.cutoff + self.skin
 
     # ------------------------------------------------------------------ build
     def search(self, state) -> Pairs:
@@ -101,22 +88,6 @@ class NeighborList:
             self.neighbors, self.shifts, self.mask, self.overflow = \
                 neighbors, shifts, mask, overflow
 
-    # ---------------------------------------------------------------- updates
-    def needs_rebuild(self, state) -> torch.Tensor:
-        """[] bool on the device: an atom moved more than skin/2, or the buffer overflowed."""
-        ref = self.reference_positions
-        if ref is None or ref.shape != state.positions.shape:
-            return torch.ones((), dtype=torch.bool, device=state.device)
-        disp2 = ((state.positions - self.reference_positions) ** 2).sum(-1).max()
-        return (disp2 > (0.5 * self.skin) ** 2) | self.overflow
-
-    def update(self, state) -> bool:
-        """Rebuild if needed (one host sync); returns whether it rebuilt."""
-        if bool(self.needs_rebuild(state)):
-            self.build(state)
-            return True
-        return False
-
     # ------------------------------------------------------------------ views
     def pair_vectors(self, state) -> torch.Tensor:
         """[N, K, 3] r_j + shift @ cell − r_i for every slot (padding slots give zeros)."""
@@ -138,23 +109,3 @@ class NeighborList:
         mask = self.half_mask() if half else self.mask
         i, slot = torch.nonzero(mask, as_tuple=True)
         return Pairs(i, self.neighbors[i, slot], self.shifts[i, slot].round().to(torch.int64))
-
-    # ------------------------------------------------------------- checkpoints
-    def buffers(self) -> tuple[torch.Tensor, ...]:
-        """The persistent device tensors (a captured CUDA graph reads these)."""
-        return (self.neighbors, self.shifts, self.mask, self.reference_positions, self.overflow)
-
-    def state_dict(self) -> dict:
-        return {"kind": self.kind, "cutoff": self.cutoff, "skin": self.skin,
-                "capacity": self.capacity,
-                "n_builds": self.n_builds, "neighbors": self.neighbors, "shifts": self.shifts,
-                "mask": self.mask, "reference_positions": self.reference_positions,
-                "overflow": self.overflow}
-
-    def load_state_dict(self, d: dict, device=None) -> None:
-        """Restore a saved list; one saved for another cutoff or skin is ignored (the next
-        update rebuilds the list)."""
-        if (d.get("kind"), d["cutoff"], d["skin"]) != (self.kind, self.cutoff, self.skin):
-            return
-        for key, value in d.items():
-            setattr(self, key, value.to(device) if isinstance(value, torch.Tensor) else value)
