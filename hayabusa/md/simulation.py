@@ -136,7 +136,7 @@ class Simulation:
                 self.step += n
                 done += n
                 due = [r for r in reporters if self.step % r.interval == 0]
-                if due or self.step % self.health_every == 0 or self.blocks is not None:
+                if due or self.step % self.health_every == 0:
                     self.check_health()
                 for r in due:
                     r.report(self)
