@@ -125,21 +125,28 @@ def kob_andersen_mixture(
     return atoms
 
 
-def read_structure(path: str | os.PathLike, index: int = -1) -> ase.Atoms:
-    """Read one structure (frame ``index``, default the last) from any file ASE reads."""
+def read_images(path: str | os.PathLike, index: int | str = ":",
+                what: str = "file") -> list[ase.Atoms]:
+    """The frames ``index`` of any file ASE reads, as a list; InputError names the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise InputError(f"{path}: structure file not found")
+        raise InputError(f"{path}: {what} not found")
     try:
-        atoms = ase.io.read(path, index=index)
+        images = ase.io.read(path, index=index)
     except Exception as exc:  # ASE raises many kinds; all mean "cannot read this file"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: cannot read a structure (frame {index}): {detail}") from None
-    if isinstance(atoms, list):  # defensive: a slice index gives a list
+        raise InputError(f"{path}: cannot read frame(s) {index}: {detail}") from None
+    return images if isinstance(images, list) else [images]
+
+
+def read_structure(path: str | os.PathLike, index: int = -1) -> ase.Atoms:
+    """Read one structure (frame ``index``, default the last) from any file ASE reads."""
+    images = read_images(path, index, "structure file")
+    if len(images) != 1:  # a slice index gives several
         raise InputError(f"{path}: index must select one frame, got {index!r}")
-    if len(atoms) == 0:
+    if len(images[0]) == 0:
         raise InputError(f"{path}: frame {index} has no atoms")
-    return atoms
+    return images[0]
 
 
 def _n_cells(n_cells) -> tuple[int, int, int]:
