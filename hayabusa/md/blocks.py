@@ -44,16 +44,14 @@ class StepBlocks:
     # ----------------------------------------------------------------- buffers
     def _live(self, state) -> list[torch.Tensor]:
         """Tensors a block changes in place: state, thermostat variables, incoming result."""
-        thermostat = [v for v in self.integrator.state_dict().values() if torch.is_tensor(v)
-                      and v.device == state.device]
-        return [state.positions, state.velocities, *thermostat, self._forces, self._energy]
+        return [state.positions, state.velocities, *self.integrator.variables().values(),
+                self._forces, self._energy]
 
     def _prepare(self, state, result) -> None:
         nl = self.forces.neighbors
-        key = (state.positions.data_ptr(), state.velocities.data_ptr(),
-               tuple(v.data_ptr() for v in self.integrator.state_dict().values()
-                     if torch.is_tensor(v)),
-               None if nl is None else tuple(t.data_ptr() for t in nl.buffers()))
+        read = [state.positions, state.velocities, *self.integrator.variables().values(),
+                *(nl.buffers() if nl is not None else ())]
+        key = tuple(t.data_ptr() for t in read)
         if key != self._key:  # first block, or a buffer was replaced (restart, list grew)
             self._key = key
             self.graph = None

@@ -72,8 +72,16 @@ class Integrator:
         return result.energy + ke + self.thermostat_energy(state)
 
     # ------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
+    def variables(self) -> dict[str, torch.Tensor]:
+        """Thermostat tensors that steps update in place (none for NVE)."""
         return {}
+
+    def state_dict(self) -> dict:
+        """Thermostat variables and, for stochastic thermostats, the generator state."""
+        d = dict(self.variables())
+        if getattr(self, "generator", None) is not None:
+            d["generator"] = self.generator.get_state()
+        return d
 
     def load_state_dict(self, d: dict) -> None:
         for key, value in d.items():
@@ -107,8 +115,8 @@ class _Thermostatted(Integrator):
     def thermostat_energy(self, state: State) -> torch.Tensor:
         return self.heat
 
-    def state_dict(self) -> dict:
-        return {"heat": self.heat, "generator": self.generator.get_state()}
+    def variables(self) -> dict[str, torch.Tensor]:
+        return {"heat": self.heat}
 
 
 class Langevin(_Thermostatted):
@@ -273,5 +281,5 @@ class NoseHooverChain(_Thermostatted):
         return ((0.5 * self.Q * self.v_xi**2).sum(1) + self.dof * self.kT * self.xi[:, 0]
                 + self.kT * self.xi[:, 1:].sum(1))
 
-    def state_dict(self) -> dict:
+    def variables(self) -> dict[str, torch.Tensor]:
         return {"xi": self.xi, "v_xi": self.v_xi}
