@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_md(args) -> int:
     import torch
 
-    from .config import check_device, load_config
+    from .config import check_device, load_config, resolve_device
 
     cfg = load_config(args.config)
     if args.device is not None:
@@ -82,7 +82,7 @@ def _cmd_md(args) -> int:
         if args.steps < 0:
             raise InputError(f"--steps: must be >= 0, got {args.steps}")
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"steps": args.steps})})
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
 
     out = Path(args.output) if args.output else Path("runs") / Path(args.config).stem
@@ -223,22 +223,6 @@ def _integrator(i, units: str, seed: int):
         return NoseHooverChain(i.timestep, i.temperature, i.tau, units,
                                chain_length=i.chain_length)
     return CSVR(i.timestep, i.temperature, i.tau, units, seed=seed)
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"device: {name} requested but torch sees no CUDA GPU; "
-                             "use device: cpu or auto")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise InputError(f"device: {name} requested but only {torch.cuda.device_count()} "
-                             "CUDA GPU(s) are visible")
-    return torch.device(name)
 
 
 def _write_atomic(path: Path, text: str) -> None:

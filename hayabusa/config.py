@@ -110,6 +110,23 @@ def check_device(value: Any) -> str:
     return value
 
 
+def resolve_device(name: str):
+    """The torch device for a checked name (auto: CUDA when torch sees a GPU, else CPU)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device: {name} requested but torch sees no CUDA GPU; "
+                             "use device: cpu or auto")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"device: {name} requested but only {torch.cuda.device_count()} "
+                             "CUDA GPU(s) are visible")
+    return torch.device(name)
+
+
 def _pair_parameter(value: Any) -> float | list[list[float]]:
     """A positive number, or a square symmetric matrix of them (one entry per type pair)."""
     if isinstance(value, list):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import check_device, resolve_device
 from ..errors import InputError
 from ..potentials import LennardJones, kob_andersen
 from .problems import kob_andersen_replicas, lj_liquid
@@ -21,14 +22,6 @@ COLUMNS = [
 ]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: torch sees no CUDA GPU")
-    return torch.device(name)
-
-
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(x) for x in text.split(",") if x.strip()]
@@ -40,7 +33,10 @@ def _sizes(text: str) -> list[int]:
 
 
 def run_bench(args) -> int:
-    device = _device(args.device)
+    try:
+        device = resolve_device(check_device(args.device))
+    except ValueError as exc:
+        raise InputError(f"--device: {exc}") from None
     env = environment(device)
     size = 1 << 30 if device.type == "cuda" else 1 << 26
     env["copy_bandwidth_GB_per_s"] = copy_bandwidth(device, size) / 1e9
