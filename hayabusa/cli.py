@@ -11,12 +11,12 @@ Any ``HayabusaError`` is printed as one line ``error: …`` on stderr with exit 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import HayabusaError, InputError
+from .files import write_atomic
 
 LOG_NAME = "log.hayabusa"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -111,7 +111,8 @@ def _cmd_md(args) -> int:
             raise InputError(f"{out}: cannot create the output directory ({exc.strerror})") \
                 from None
         if not (out / CONFIG_COPY_NAME).exists():
-            _write_atomic(out / CONFIG_COPY_NAME, Path(args.config).read_text(encoding="utf-8"))
+            text = Path(args.config).read_text(encoding="utf-8")
+            write_atomic(out / CONFIG_COPY_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     sim = _build_simulation(cfg, device, dtype, out, restart, prepare_output)
     remaining = cfg.run.steps - sim.step
@@ -224,8 +225,3 @@ def _integrator(i, units: str, seed: int):
                                chain_length=i.chain_length)
     return CSVR(i.timestep, i.temperature, i.tau, units, seed=seed)
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

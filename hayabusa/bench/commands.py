@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import torch
 
 from ..config import check_device, resolve_device
 from ..errors import InputError
+from ..files import write_atomic
 from ..potentials import LennardJones, kob_andersen
 from .problems import kob_andersen_replicas, lj_liquid
 from .timing import copy_bandwidth, environment, format_table, time_md
@@ -68,11 +67,7 @@ def run_bench(args) -> int:
           f"{env['date']}; copy bandwidth {env['copy_bandwidth_GB_per_s']:.0f} GB/s")
     print(format_table(rows, COLUMNS))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, path)
+        write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return 0
 
 

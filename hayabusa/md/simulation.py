@@ -8,7 +8,6 @@ bit on the same device.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import HayabusaError, InputError, SimulationError
+from ..files import write_atomic
 from ..potentials import Potential, PotentialResult
 from ..state import State
 from ..units import get_units
@@ -222,11 +222,7 @@ class Simulation:
 
     def save_checkpoint(self, path) -> None:
         """Write a checkpoint atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.checkpoint_dict(), tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: torch.save(self.checkpoint_dict(), tmp))
 
     def load_checkpoint(self, path) -> Simulation:
         """Continue from a checkpoint written by ``save_checkpoint``."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
+from ..files import write_atomic
 
 FORMAT = "hayabusa-model-1"
 
@@ -39,11 +39,7 @@ def save_model(model, path) -> Path:
                "config": model.config, "units": "metal", "cutoff": model.cutoff,
                "species": list(model.species), "weights": weights,
                "checksum": _checksum(model.config, weights)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_model(path, device="cpu"):
