@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+import torch
+
+from hayabusa.bench import commands, peers
 from hayabusa.bench.timing import bytes_per_atom_step
 from hayabusa.cli import main
 
@@ -34,3 +38,56 @@ def test_bench_kalj_batches_replicas(tmp_path):
 def test_bytes_model():
     assert bytes_per_atom_step(100, "min_image") == 4 * 100 + 240
     assert bytes_per_atom_step(100, "matrix") == 33 * 100 + 240
+
+
+def test_bench_reports_a_missing_peer(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(peers, "torchsim_version", lambda: None)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "lj", "--atoms", "32", "--steps", "2", "--warmup", "1",
+                 "--block-steps", "1", "--device", "cpu", "--peers", "torchsim",
+                 "--json", str(out)]) == 0
+    assert "peer TorchSim: not run — torch_sim not importable" in capsys.readouterr().out
+    assert "missing" in json.loads(out.read_text())["peers"][0]
+
+
+def test_bench_peer_rows_carry_the_speed_ratio(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def fake_peer(atoms_list, device, ensemble, steps, warmup, temperature, dtype):
+        seen.update(atoms=sum(len(a) for a in atoms_list), ensemble=ensemble, steps=steps)
+        return {"peer": "Fake 1.0", "atoms": seen["atoms"], "systems": len(atoms_list),
+                "ms_per_step": 1.0, "atom_steps_per_s": 10.0}
+
+    monkeypatch.setitem(commands.PEERS, "torchsim", fake_peer)
+    out = tmp_path / "kalj.json"
+    assert main(["bench", "kalj", "--replicas", "2", "--atoms-per-replica", "64", "--steps", "2",
+                 "--warmup", "1", "--block-steps", "1", "--device", "cpu", "--peers",
+                 "torchsim", "--peer-steps", "7", "--json", str(out)]) == 0
+    assert seen == {"atoms": 128, "ensemble": "nvt", "steps": 7}
+    report = json.loads(out.read_text())
+    peer = report["peers"][0]
+    assert peer["speedup"] == pytest.approx(report["rows"][0]["atom_steps_per_s"] / 10.0)
+    assert "Fake 1.0" in capsys.readouterr().out
+
+
+def test_bench_rejects_an_unknown_peer(capsys):
+    assert main(["bench", "lj", "--atoms", "32", "--device", "cpu", "--peers", "lammps"]) == 2
+    assert "--peers: unknown peer 'lammps'" in capsys.readouterr().err
+
+
+def test_peer_kob_andersen_pair_function_matches_ours():
+    """The pair function given to TorchSim is our Kob–Andersen potential, energy-shifted."""
+    from hayabusa.potentials import kob_andersen
+
+    pot = kob_andersen(truncation="shift")
+    r = torch.linspace(0.7, 2.6, 50, dtype=torch.float64)[:, None]
+    for (zi, zj), (eps, sig) in peers.KA_PAIRS.items():
+        a, b = zi - 1, zj - 1  # our type ids
+        assert (float(pot.epsilon[a, b]), float(pot.sigma[a, b])) == (eps, sig)
+        p = {name: getattr(pot, name)[a, b].expand_as(r) for name in pot.param_names}
+        u, _ = pot.pair(r, p)
+        ours = torch.where(r < pot.cutoff_matrix[a, b], u - pot.u_at_cutoff[a, b], 0.0)[:, 0]
+        theirs = peers._ka_pair_energy(r[:, 0], torch.full_like(r[:, 0], zi),
+                                       torch.full_like(r[:, 0], zj))
+        torch.testing.assert_close(theirs, ours, rtol=1e-12, atol=1e-12)
+        assert theirs[r[:, 0] > 2.5 * sig].abs().max() == 0

@@ -10,6 +10,7 @@ from ..config import check_device, resolve_device
 from ..errors import InputError
 from ..files import write_atomic
 from ..potentials import LennardJones, kob_andersen
+from .peers import torchsim_md
 from .problems import kob_andersen_replicas, lj_liquid
 from .timing import copy_bandwidth, environment, format_table, time_md
 
@@ -31,6 +32,41 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+PEER_COLUMNS = [
+    ("peer", "peer", "s"), ("atoms", "atoms", "d"), ("systems", "systems", "d"),
+    ("ms/step", "ms_per_step", ".4f"), ("atom-steps/s", "atom_steps_per_s", ".3e"),
+    ("hayabusa / peer", "speedup", ".1f"),
+]
+PEERS = {"torchsim": torchsim_md}
+
+
+def _peers(text: str | None) -> list[str]:
+    names = [x.strip().lower() for x in (text or "").split(",") if x.strip()]
+    unknown = [x for x in names if x not in PEERS]
+    if unknown:
+        raise InputError(f"--peers: unknown peer {unknown[0]!r}; expected one of "
+                         f"{', '.join(PEERS)}")
+    return names
+
+
+def _time_peers(names, atoms_list, ours: dict, device, ensemble, args, temperature) -> list:
+    """Each peer on the same systems; the row gets hayabusa's rate divided by the peer's."""
+    dtype = torch.float32 if args.dtype == "float32" else torch.float64
+    rows = []
+    for name in names:
+        try:
+            row = PEERS[name](atoms_list, device, ensemble, args.peer_steps, args.peer_warmup,
+                              temperature, dtype)
+        except torch.OutOfMemoryError:
+            row = {"peer": name, "missing": "out of GPU memory"}
+        if "missing" not in row:
+            row["speedup"] = ours["atom_steps_per_s"] / row["atom_steps_per_s"]
+        rows.append(row)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 def run_bench(args) -> int:
     try:
         device = resolve_device(check_device(args.device))
@@ -39,7 +75,8 @@ def run_bench(args) -> int:
     env = environment(device)
     size = 1 << 30 if device.type == "cuda" else 1 << 26
     env["copy_bandwidth_GB_per_s"] = copy_bandwidth(device, size) / 1e9
-    rows = []
+    peers = _peers(args.peers)
+    rows, peer_rows = [], []
     if args.problem == "lj":
         for n in _sizes(args.atoms):
             atoms = lj_liquid(n)
@@ -48,12 +85,14 @@ def run_bench(args) -> int:
                                 args.block_steps, temperature=0.72))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            peer_rows += _time_peers(peers, [atoms], rows[-1], device, "nve", args, 0.72)
         title = f"LJ liquid ρ*=0.8442, r_c=2.5σ, skin 0.3σ, NVE, {args.dtype} pair terms"
     else:
         systems = kob_andersen_replicas(args.replicas, args.atoms_per_replica)
         pot = kob_andersen(precision=args.dtype)
         rows.append(time_md(systems, pot, device, "nvt", args.steps, args.warmup,
                             args.block_steps, temperature=0.64))
+        peer_rows += _time_peers(peers, systems, rows[-1], device, "nvt", args, 0.64)
         title = (f"Kob–Andersen {args.replicas} × {args.atoms_per_replica} atoms, "
                  f"Nosé–Hoover NVT T=0.64, {args.dtype} pair terms")
     for row in rows:
@@ -61,11 +100,19 @@ def run_bench(args) -> int:
     report = {"problem": args.problem, "title": title, "environment": env,
               "settings": {"steps": args.steps, "warmup": args.warmup,
                            "block_steps": args.block_steps, "dtype": args.dtype},
-              "rows": rows}
+              "rows": rows, "peers": peer_rows}
     print(f"\n{title}")
     print(f"device {env['device']}, torch {env['torch']}, commit {env['commit']}, "
           f"{env['date']}; copy bandwidth {env['copy_bandwidth_GB_per_s']:.0f} GB/s")
     print(format_table(rows, COLUMNS))
+    if peers:
+        timed = [r for r in peer_rows if "missing" not in r]
+        if timed:
+            print(f"\npeers, same systems and run ({args.peer_steps} timed steps each):")
+            print(format_table(timed, PEER_COLUMNS))
+        for r in peer_rows:
+            if "missing" in r:
+                print(f"peer {r['peer']}: not run — {r['missing']}")
     if args.json:
         write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return 0
@@ -86,6 +133,10 @@ def add_parser(sub) -> None:
     bench.add_argument("--warmup", type=int, default=50, help="untimed steps first")
     bench.add_argument("--block-steps", type=int, default=20,
                        help="steps per host-sync-free block (a CUDA graph on a GPU)")
+    bench.add_argument("--peers", metavar="NAMES",
+                       help="comma-separated peers to time on the same systems: torchsim")
+    bench.add_argument("--peer-steps", type=int, default=20, help="timed steps of each peer")
+    bench.add_argument("--peer-warmup", type=int, default=3, help="untimed peer steps first")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.set_defaults(func=run_bench)
