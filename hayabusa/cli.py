@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     from .analysis.run import add_parser as add_analyze_parser
     add_analyze_parser(sub)
+    from .viz.report import add_parser as add_report_parser
+    add_report_parser(sub)
     return parser
 
 
