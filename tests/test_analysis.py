@@ -232,22 +232,21 @@ def test_ideal_gas_rdf_is_one_in_a_triclinic_cell():
         assert abs(g[name][r > 5.0].mean() - 1) < 0.02
 
 
-def test_min_image_and_cell_list_pair_searches_agree():
+def test_vesin_and_cell_list_pair_searches_agree():
     cell = np.array([[11.0, 0.0, 0.0], [3.0, 10.0, 0.0], [-2.0, 1.5, 9.0]])
     pos = np.random.default_rng(14).uniform(size=(3, 90, 3)) @ cell + [20.0, -7.0, 3.0]
 
     def pairs(method):
         found = [np.stack([f, i, j, r], 1) for f, i, j, r in
-                 pair_distances(pos, cell, 4.0, method)]
+                 pair_distances(pos, cell, 6.0, method)]  # beyond half the cell widths
         rows = np.concatenate(found)
-        return rows[np.lexsort(rows[:, :3].T[::-1])]
+        return rows[np.lexsort(rows.T[::-1])]
 
-    brute, cells = pairs("min_image"), pairs("cell_list")
-    assert len(brute) > 1000
-    np.testing.assert_array_equal(brute[:, :3], cells[:, :3])
-    np.testing.assert_allclose(brute[:, 3], cells[:, 3], rtol=1e-12)
-    with pytest.raises(InputError, match="half the smallest cell width"):
-        next(pair_distances(pos, cell, 6.0, "min_image"))
+    fast, ours = pairs("vesin"), pairs("cell_list")
+    assert len(fast) > 10000
+    np.testing.assert_allclose(fast, ours, rtol=1e-12)
+    with pytest.raises(InputError, match="method: expected"):
+        next(pair_distances(pos, cell, 6.0, "kdtree"))
 
 
 def test_fcc_rdf_shells_at_lattice_distances():
@@ -367,7 +366,8 @@ def layered(extra_at, n_extra, rng=None):
 def test_gibbs_excess_of_a_constructed_profile():
     cell, pos, symbols = layered([10.0, 30.0], [7, 5])
     frames = np.repeat(pos[None], 5, axis=0)
-    prof = gb_profile(frames, cell, symbols, 2, [10.0, 30.0], bulk_from_A=5.0)
+    prof = gb_profile(frames, cell, symbols, 2, [10.0, 30.0], bulk_from_A=5.0,
+                      ratio_window_A=1.0)
     # Γ = (N − c_bulk V) / (2A) = 12 extra Li / (2 · 100 Å²)
     assert prof.gibbs_excess_per_A2 == pytest.approx(12 / 200, abs=1e-12)
     assert prof.gibbs_excess_err_per_A2 == 0.0
@@ -378,6 +378,11 @@ def test_gibbs_excess_of_a_constructed_profile():
     np.testing.assert_allclose(prof.density_rel[1:], 1.0)
     assert prof.per_reference[0] == pytest.approx(112 / 100)
     np.testing.assert_allclose(prof.per_reference[1:], 1.0)
+    # Li/Zr over 3 slabs: slabs 0 and 1 for the first, then 1 everywhere
+    windowed = gb_profile(frames, cell, symbols, 2, [10.0, 30.0], bulk_from_A=5.0)
+    assert windowed.per_reference[0] == pytest.approx((112 + 100) / 200)
+    assert windowed.per_reference[1] == pytest.approx((112 + 200) / 300)
+    np.testing.assert_allclose(windowed.per_reference[2:], 1.0)
     # uneven planes (gaps 12 and 28 Å): slab volumes still exact, Γ unchanged
     cell, pos, symbols = layered([4.0, 16.0], [7, 5])
     uneven = gb_profile(pos[None].repeat(5, 0), cell, symbols, 2, [4.0, 16.0],

@@ -51,7 +51,8 @@ How each number is made:
   framework; else null): capture radius 1.0 Å, visits shorter than 0.2 ps ignored; ``counts``
   per site-label pair, ``rate_per_ps`` = all jumps / (N_Li · duration).
 - ``segregation``: only when run.json has ``gb_planes_A``; 1 Å slabs of distance to the nearest
-  plane; bulk reference = distances ≥ half the largest; Gibbs excess with a 5-block error.
+  plane; ``li_per_zr`` over the 3 slabs centred on each; bulk reference = distances ≥ half
+  the largest; Gibbs excess with a 5-block error (``segregation.gb_profile``).
 - ``clusters``: ``clusters.find_clusters`` with its defaults over ≤ 50 evenly spread frames.
 - ``arrhenius``: per system with ≥ 2 temperatures (runs with D ≤ 0 left out),
   ``diffusion.fit_arrhenius`` weighted by the block errors; D_300K extrapolated.
@@ -134,7 +135,7 @@ def _spread(n_frames: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_frames - 1, min(n, n_frames)).round().astype(int))
 
 
-def analyze_one(run: Path, rel_name: str) -> tuple[dict, np.ndarray, np.ndarray]:
+def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     """(entry of ``runs``, Li density grid, mean cell) for one run directory."""
     meta = _read_run_json(run / "run.json")
     traj_path = run / "traj.h5"
@@ -224,7 +225,7 @@ def analyze_one(run: Path, rel_name: str) -> tuple[dict, np.ndarray, np.ndarray]
         "rdf": rdf_out, "jumps": jumps, "segregation": segregation,
         "clusters": {"max_size": cl.max_size, "mean_size": _json_float(cl.mean_size),
                      "criterion": cl.criterion},
-        "li_density_file": f"{rel_name}/{DENSITY_NAME}",
+        "li_density_file": f"{run.name}/{DENSITY_NAME}",
     }
     return entry, density, mean_cell
 
@@ -262,7 +263,7 @@ def analyze_run(run_dir, overwrite: bool = False) -> dict:
         raise InputError(f"{existing[0]} exists; pass --overwrite to replace the analysis")
     entries, grids = [], []
     for run in runs:
-        entry, density, mean_cell = analyze_one(run, run.name)
+        entry, density, mean_cell = analyze_one(run)
         entries.append(entry)
         grids.append((run / DENSITY_NAME, density, mean_cell))
     entries.sort(key=lambda e: (e["system"], e["temperature_K"]))
@@ -280,7 +281,7 @@ def analyze_run(run_dir, overwrite: bool = False) -> dict:
 
 def _cmd_analyze(args) -> int:
     result = analyze_run(args.run_dir, overwrite=args.overwrite)
-    print(f"{'run':<16} {'T/K':>7} {'D_Li/cm2 s-1':>22} {'sigma/S cm-1':>11} {'Haven':>6}")
+    print(f"{'run':<16} {'T/K':>7} {'D_Li ± err (cm2/s)':>22} {'σ (S/cm)':>11} {'Haven':>6}")
     for r in result["runs"]:
         d = r["diffusion"][_LI]
         sig, h = r["conductivity"]["sigma_S_cm"], r["haven_ratio"]

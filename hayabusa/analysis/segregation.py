@@ -32,7 +32,7 @@ from .pairs import frame_cells
 class SegregationProfile:
     distance_A: np.ndarray  # [B] bin centres: distance to the nearest plane
     density_rel: np.ndarray  # [B] ρ(d) / c_bulk of the species
-    per_reference: np.ndarray  # [B] species count / reference-species count (nan: none)
+    per_reference: np.ndarray  # [B] species / reference counts in a window (nan: none)
     gibbs_excess_per_A2: float
     gibbs_excess_err_per_A2: float
     c_bulk_per_A3: float
@@ -70,11 +70,12 @@ def _measure_below(x, gaps) -> np.ndarray:
 
 def gb_profile(positions, cell, symbols, normal_axis: int, planes_A, species: str = "Li",
                reference: str = "Zr", bin_width_A: float = 1.0, bulk_from_A: float | None = None,
-               n_blocks: int = 5) -> SegregationProfile:
+               n_blocks: int = 5, ratio_window_A: float = 3.0) -> SegregationProfile:
     """Profile and Gibbs excess of ``species`` around the planes ``planes_A`` from the frames
     ``positions`` [F, N, 3] (unwrapped or not); ``cell`` [3, 3] or [F, 3, 3] (the mean is
-    used); ``per_reference``: species/reference counts per slab (Li/Zr corrects for the
-    framework density)."""
+    used). ``per_reference``: species/reference counts (Li/Zr corrects for the framework
+    density) over the slabs whose centres lie within ±``ratio_window_A``/2 of each bin centre:
+    the cation layers of a GB cell are ~2 Å apart, so 1 Å slabs alone often hold no Zr."""
     x = np.asarray(positions, dtype=np.float64)
     symbols = np.asarray(symbols)
     if x.ndim != 3 or x.shape[2] != 3 or symbols.shape != (x.shape[1],):
@@ -118,8 +119,14 @@ def gb_profile(positions, cell, symbols, normal_axis: int, planes_A, species: st
     n_sp = int(is_sp.sum())
     gamma = (n_sp - c_bulk * volume) / (n_planes * area)
     gamma_err = volume * c_blocks.std(ddof=1) / math.sqrt(n_blocks) / (n_planes * area)
+    half = int(np.floor(0.5 * ratio_window_A / bin_width_A + 1e-9))
+    lo = np.clip(np.arange(counts.size) - half, 0, None)
+    hi = np.clip(np.arange(counts.size) + half + 1, None, counts.size)
+    sp_sum = np.r_[0.0, np.cumsum(counts)]
+    ref_sum = np.r_[0.0, np.cumsum(ref_counts)]
+    sp_win, ref_win = sp_sum[hi] - sp_sum[lo], ref_sum[hi] - ref_sum[lo]
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_ref = np.where(ref_counts > 0, counts / ref_counts, np.nan)
+        per_ref = np.where(ref_win > 0, sp_win / ref_win, np.nan)
     return SegregationProfile(0.5 * (edges[1:] + edges[:-1]),
                               counts / (f * slab_volume) / c_bulk, per_ref,
                               float(gamma), float(gamma_err), float(c_bulk))

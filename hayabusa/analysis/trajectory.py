@@ -33,9 +33,10 @@ def unwrap(positions, cell) -> np.ndarray:
 
 
 def read_trajectory(path, frame_interval_fs: float | None = None,
-                    system: int = 0) -> Trajectory:
+                    system: int | None = None) -> Trajectory:
     """Read ``path``: a hayabusa H5MD file (``.h5``/``.h5md``; positions already unwrapped,
-    metal units; ``system`` picks one system of the batch) or any ASE-readable trajectory
+    metal units; ``system`` picks one system of a batch, None: the file must hold one) or
+    any ASE-readable trajectory
     (positions unwrapped here; frame times from ``atoms.info["time"]`` in fs, as hayabusa's
     extxyz writes them, else ``frame_interval_fs`` must be given)."""
     path = Path(path)
@@ -43,6 +44,11 @@ def read_trajectory(path, frame_interval_fs: float | None = None,
         from ..md.trajectory import read_h5md
 
         data = read_h5md(path)
+        if system is None:
+            if len(data) != 1:
+                raise InputError(f"{path}: holds {len(data)} systems; expected one (or pass "
+                                 "system=)")
+            system = next(iter(data))
         if system not in data:
             raise InputError(f"{path}: no system {system} (it holds {sorted(data)})")
         d = data[system]
