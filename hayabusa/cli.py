@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     add_analyze_parser(sub)
     from .viz.report import add_parser as add_report_parser
     add_report_parser(sub)
+    from .study import add_parser as add_study_parser
+    add_study_parser(sub)
     return parser
 
 
