@@ -39,6 +39,7 @@ class Integrator:
         self.dof = degrees_of_freedom(state, self.remove_com)
         self.dt_atom = self.dt.to(state.dtype)[state.system_idx, None]  # [N, 1]
         self.accel = (self.units.ftm2v / state.masses)[:, None]  # [N, 1] a = accel · F
+        self.kick_scale = self.dt_atom * self.accel  # [N, 1] Δv = kick_scale · F per step
         if self.remove_com:
             remove_com_velocity(state)
         self.init_thermostat(state)
@@ -47,11 +48,12 @@ class Integrator:
         """Thermostat variables (none for NVE)."""
 
     # ------------------------------------------------------------------ steps
+    # One fused multiply-add kernel each (these run several times per step on the GPU).
     def kick(self, state: State, forces: torch.Tensor, fraction: float = 0.5) -> None:
-        state.velocities += fraction * self.dt_atom * self.accel * forces
+        state.velocities.addcmul_(self.kick_scale, forces, value=fraction)
 
     def drift(self, state: State, fraction: float = 1.0) -> None:
-        state.positions += fraction * self.dt_atom * state.velocities
+        state.positions.addcmul_(self.dt_atom, state.velocities, value=fraction)
 
     def step(self, state: State, result: PotentialResult, compute) -> PotentialResult:
         """One step; ``compute(state)`` returns the PotentialResult at new positions."""
