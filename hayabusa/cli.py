@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     from .bench.commands import add_parser as add_bench_parser
 
     add_bench_parser(sub)
+    from .train.commands import add_parser as add_train_parser
+    add_train_parser(sub)
     from .analysis.run import add_parser as add_analyze_parser
     add_analyze_parser(sub)
     from .viz.report import add_parser as add_report_parser

@@ -1,7 +1,9 @@
 """Training potentials on labelled frames: data, losses, trainer, metrics."""
 
 from .data import Frame, fit_reference_energies, load_frames, split, summary
-from .trainer import Trainer, TrainSettings, set_environment_scales
+from .metrics import Predictions, errors
+from .trainer import FrameSet, Trainer, TrainSettings, mean_neighbors, set_environment_scales
 
-__all__ = ["Frame", "TrainSettings", "Trainer", "fit_reference_energies", "load_frames",
-           "set_environment_scales", "split", "summary"]
+__all__ = ["Frame", "FrameSet", "Predictions", "TrainSettings", "Trainer", "errors",
+           "fit_reference_energies", "load_frames", "mean_neighbors", "set_environment_scales",
+           "split", "summary"]
