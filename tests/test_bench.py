@@ -91,3 +91,49 @@ def test_peer_kob_andersen_pair_function_matches_ours():
                                        torch.full_like(r[:, 0], zj))
         torch.testing.assert_close(theirs, ours, rtol=1e-12, atol=1e-12)
         assert theirs[r[:, 0] > 2.5 * sig].abs().max() == 0
+
+
+def test_bench_model_rows_and_json(tmp_path, capsys):
+    out = tmp_path / "model.json"
+    assert main(["bench", "model", "--atoms", "108", "--r-cut", "3.6", "--skin", "0.4",
+                 "--steps", "2", "--block-steps", "0", "--train-steps", "1", "--device", "cpu",
+                 "--precisions", "float64,mixed", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {r["precision"]: r for r in report["md"]}
+    assert set(rows) == {"float64", "mixed"}
+    for r in rows.values():
+        assert r["atoms"] == 108 and r["atom_steps_per_s"] > 0 and r["model_ms"] > 0
+    assert [r["precision"] for r in report["training"]] == ["float64", "mixed"]
+    assert report["training"][0]["frames_per_s"] > 0
+    assert "overhead %" in capsys.readouterr().out
+
+
+def test_deepmd_ghosts_and_neighbor_list_match_the_periodic_list():
+    """The extended system handed to deepmd-kit has, for every atom, exactly the neighbours
+    that hayabusa's periodic list finds within r_cut, at the same distances."""
+    from hayabusa.bench.model import copper, extended_system, nearest_neighbors
+    from hayabusa.neighbors import NeighborList
+    from hayabusa.state import State
+
+    atoms = copper(256, seed=3)
+    atoms.positions += 2 * atoms.cell[0]  # unwrapped input
+    r_cut = 5.3  # four shells: 54 neighbours
+    pos = torch.tensor(atoms.positions)
+    box = torch.tensor(atoms.cell.lengths())
+    ext, mapping = extended_system(pos, box, r_cut)
+    assert torch.equal(mapping[:256], torch.arange(256))
+    nlist = nearest_neighbors(ext[:256], ext, 64, r_cut)
+    state = State.from_atoms(atoms)
+    nl = NeighborList(r_cut).build(state)
+    vec = nl.pair_vectors(state)
+    ours = torch.where(nl.mask, vec.norm(dim=-1), torch.inf)
+    ours = torch.sort(torch.where(ours < r_cut, ours, torch.inf), dim=1).values
+    d = torch.where(nlist >= 0, (ext[nlist.clamp(min=0)] - ext[:256, None]).norm(dim=-1),
+                    torch.inf)
+    theirs = torch.sort(d, dim=1).values
+    k = int(torch.isfinite(ours).sum(1).max())
+    assert k == int((nlist >= 0).sum(1).max()) and k == 54
+    torch.testing.assert_close(theirs[:, :k], ours[:, :k], rtol=0, atol=1e-9)
+    # the ghosts copy the atoms they map to, shifted by lattice vectors
+    shift = (ext - pos[mapping] + 2 * box) / box
+    torch.testing.assert_close(shift, torch.round(shift), rtol=0, atol=1e-9)

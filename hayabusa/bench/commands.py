@@ -40,12 +40,12 @@ PEER_COLUMNS = [
 PEERS = {"torchsim": torchsim_md}
 
 
-def _peers(text: str | None) -> list[str]:
+def _peers(text: str | None, known) -> list[str]:
     names = [x.strip().lower() for x in (text or "").split(",") if x.strip()]
-    unknown = [x for x in names if x not in PEERS]
+    unknown = [x for x in names if x not in known]
     if unknown:
         raise InputError(f"--peers: unknown peer {unknown[0]!r}; expected one of "
-                         f"{', '.join(PEERS)}")
+                         f"{', '.join(known)}")
     return names
 
 
@@ -75,10 +75,22 @@ def run_bench(args) -> int:
     env = environment(device)
     size = 1 << 30 if device.type == "cuda" else 1 << 26
     env["copy_bandwidth_GB_per_s"] = copy_bandwidth(device, size) / 1e9
-    peers = _peers(args.peers)
+    if args.problem == "model":
+        from .model import run_model_bench
+
+        args.sizes = _sizes(args.atoms or "10976")
+        args.with_deepmd = "deepmd" in _peers(args.peers, ["deepmd"])
+        report = {"problem": "model", "environment": env,
+                  "settings": {"steps": args.steps, "block_steps": args.block_steps,
+                               "precisions": args.precisions, "sel": args.sel},
+                  **run_model_bench(args, device, env)}
+        if args.json:
+            write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+        return 0
+    peers = _peers(args.peers, PEERS)
     rows, peer_rows = [], []
     if args.problem == "lj":
-        for n in _sizes(args.atoms):
+        for n in _sizes(args.atoms or "4000,32000"):
             atoms = lj_liquid(n)
             pot = LennardJones(1.0, 1.0, 2.5, truncation="shift", precision=args.dtype)
             rows.append(time_md([atoms], pot, device, "nve", args.steps, args.warmup,
@@ -122,9 +134,11 @@ def add_parser(sub) -> None:
     bench = sub.add_parser("bench", help="time MD on benchmark systems and print a table",
                            description="Time MD on benchmark systems; prints a table and "
                                        "optionally writes JSON.")
-    bench.add_argument("problem", choices=["lj", "kalj"])
-    bench.add_argument("--atoms", default="4000,32000",
-                       help="lj: comma-separated system sizes (fcc, 4n³ atoms)")
+    bench.add_argument("problem", choices=["lj", "kalj", "model"],
+                       help="lj: LJ liquid; kalj: Kob–Andersen replicas; model: DeepPot-SE")
+    bench.add_argument("--atoms", default=None,
+                       help="lj, model: comma-separated system sizes (fcc, 4n³ atoms; "
+                            "default 4000,32000 for lj, 10976 for model)")
     bench.add_argument("--replicas", type=int, default=256, help="kalj: number of replicas")
     bench.add_argument("--atoms-per-replica", type=int, default=4096)
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32",
@@ -134,9 +148,18 @@ def add_parser(sub) -> None:
     bench.add_argument("--block-steps", type=int, default=20,
                        help="steps per host-sync-free block (a CUDA graph on a GPU)")
     bench.add_argument("--peers", metavar="NAMES",
-                       help="comma-separated peers to time on the same systems: torchsim")
+                       help="comma-separated peers to time on the same systems: torchsim "
+                            "(lj, kalj), deepmd (model)")
     bench.add_argument("--peer-steps", type=int, default=20, help="timed steps of each peer")
     bench.add_argument("--peer-warmup", type=int, default=3, help="untimed peer steps first")
+    bench.add_argument("--precisions", default="float64,float32,mixed",
+                       help="model: DeepPot-SE precision modes to time")
+    bench.add_argument("--r-cut", type=float, default=6.0, help="model: cutoff (Å)")
+    bench.add_argument("--skin", type=float, default=1.0, help="model: Verlet skin (Å)")
+    bench.add_argument("--sel", type=int, default=96,
+                       help="model: deepmd-kit neighbour slots (sel)")
+    bench.add_argument("--train-steps", type=int, default=10,
+                       help="model: timed training steps per precision")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.set_defaults(func=run_bench)
