@@ -187,7 +187,9 @@ def load_train_config(path) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{source}: {_describe(exc.errors()[0])}") from None
+        # a misspelt key also leaves its right spelling missing: report the misspelling
+        first = min(exc.errors(), key=lambda e: e["type"] == "missing")
+        raise InputError(f"{source}: {_describe(first)}") from None
 
 
 def _describe(error: dict) -> str:

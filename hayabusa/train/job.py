@@ -159,13 +159,14 @@ def _write_results(out: Path, preds: dict[str, Predictions], extra: dict, title:
 
 def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=False,
                  resume=None, until_step: int | None = None, dist: Distributed | None = None,
-                 stream=sys.stdout) -> dict:
+                 stream=None) -> dict:
     """Train as ``cfg`` says and write the outputs to ``out``; returns the metrics.
 
     ``resume``: a checkpoint to continue from; ``until_step``: stop at this step (the
-    learning-rate schedule still spans ``training.steps``)."""
+    learning-rate schedule still spans ``training.steps``); ``stream``: where the main rank
+    prints (default stdout)."""
     main = dist is None or dist.is_main
-    stream = stream if main else None
+    stream = (stream or sys.stdout) if main else None
     resume = Path(resume) if resume is not None else None
     if resume is not None and not resume.is_file():
         raise InputError(f"{resume}: checkpoint not found")
@@ -243,7 +244,7 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
 
 
 def run_test(model_path, data_paths, out: Path, device, *, overwrite=False,
-             batch_atoms: int = 1024, stream=sys.stdout) -> dict:
+             batch_atoms: int = 1024, stream=None) -> dict:
     """Metrics and parity plot of a model file on labelled frames."""
     _check_output(out, (METRICS_NAME, PARITY_NAME), overwrite)
     model = load_model(model_path, device)
@@ -255,5 +256,5 @@ def run_test(model_path, data_paths, out: Path, device, *, overwrite=False,
     extra = {"model": str(model_path), "data": [str(p) for p in data_paths]}
     metrics = _write_results(out, {"test": pred}, extra, f"{model_path}")
     print(f"data: {summary(frames)}\n{format_table(metrics)}\nhayabusa test: outputs in "
-          f"{out}/ ({METRICS_NAME}, {PARITY_NAME})", file=stream, flush=True)
+          f"{out}/ ({METRICS_NAME}, {PARITY_NAME})", file=stream or sys.stdout, flush=True)
     return metrics

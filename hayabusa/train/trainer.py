@@ -174,21 +174,27 @@ def as_frameset(data: FrameSet | Sequence[Frame], species, cutoff: float,
     return FrameSet(frames, species, cutoff, device)
 
 
-def set_environment_scales(model, frames: FrameSet | Sequence[Frame]) -> None:
+def set_environment_scales(model, frames: FrameSet | Sequence[Frame],
+                           batch_atoms: int = 4096) -> None:
     """Store per-type scales ``dstd`` [T, 4] (RMS of the environment-matrix entries over all
     neighbours within r_cut: radial, and the three angular columns together) so that the
-    networks see inputs of order one. Computed once, stored with the model."""
+    networks see inputs of order one. Computed once (in batches), stored with the model."""
     data = as_frameset(frames, model.species, model.cutoff, model.dstd.device)
-    batch = data.batch(range(len(data)))
+    n_types = len(model.species)
+    sums = torch.zeros(n_types, 3, dtype=torch.float64, device=model.dstd.device)
     with torch.no_grad():
         model.dstd.fill_(1.0)
-        env, _, inside, ti, _ = model.environment(batch.state, batch.neighbors)
-        for t in range(len(model.species)):
-            sel = inside & (ti[:, None] == t)
-            if sel.any():
-                e = env[sel].double()
-                radial = e[:, 0].pow(2).mean().sqrt()
-                angular = e[:, 1:].pow(2).mean().sqrt()
+        for chunk in data.batches(range(len(data)), batch_atoms):
+            batch = data.batch(chunk)
+            env, _, inside, ti, _ = model.environment(batch.state, batch.neighbors)
+            for t in range(n_types):
+                e = env[inside & (ti[:, None] == t)].double()
+                sums[t] += torch.stack([e[:, 0].pow(2).sum(), e[:, 1:].pow(2).sum(),
+                                        e.new_tensor(float(e.shape[0]))])
+        for t in range(n_types):
+            if sums[t, 2] > 0:
+                radial, angular = (sums[t, :2] / (sums[t, 2] * torch.tensor(
+                    [1.0, 3.0], dtype=torch.float64, device=sums.device))).sqrt()
                 model.dstd[t] = torch.stack([radial, angular, angular, angular])
 
 
