@@ -253,3 +253,18 @@ def test_parity_plot_shows_each_set_with_its_rmse(tmp_path):
     with pytest.raises(InputError, match="train: 150 reference values but 3 predictions"):
         plot_parity([ParityPanel("F", "eV/Å", {"train": (ref, np.zeros(3))})],
                     tmp_path / "q.png")
+
+
+def test_training_stops_early_when_validation_stalls(tmp_path):
+    # a learning rate of 1e-300 leaves the weights (and, with ema_decay 0, the EMA) as they
+    # are: no validation after the first improves, and patience 2 ends the run at step 6
+    text = (CONFIG.format(lr="1.0e-300").replace("lr_stop: 1.0e-4", "lr_stop: 1.0e-300")
+            .replace("valid_every: 4", "valid_every: 2\n  patience: 2\n  ema_decay: 0.0"))
+    cfg = setup(tmp_path, text=text)
+    assert main(["train", str(cfg), "-o", str(tmp_path / "out")]) == 0
+    run = json.loads((tmp_path / "out" / "metrics.json").read_text())["run"]
+    assert (run["steps"], run["best_step"], run["stopped_early"]) == (6, 2, True)
+    log = rows(tmp_path / "out" / "train.csv")
+    assert [int(r["step"]) for r in log] == [2, 4, 6]
+    assert len({r["valid_loss"] for r in log}) == 1
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["stopped"]

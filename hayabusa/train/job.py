@@ -190,7 +190,7 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
     if main:
         _prepare_output(out, existing, resume)
         if resume is None or not (out / CONFIG_COPY_NAME).exists():
-            shutil.copyfile(config_path, out / CONFIG_COPY_NAME)
+            write_atomic(out / CONFIG_COPY_NAME, lambda tmp: shutil.copyfile(config_path, tmp))
         n_params = sum(p.numel() for p in model.parameters())
         print(f"data: {summary(frames)}\nsplit: {len(train)} train, {len(valid)} valid, "
               f"{len(test)} test frames (seed {cfg.seed})\nmodel: DeepPot-SE, {n_params} "
@@ -228,7 +228,8 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
              (("train", train_set), ("valid", trainer.valid_data), ("test", test))
              if len(data)}
     extra = {"run": {"steps": trainer.step, "total_steps": s.total_steps,
-                     "best_step": trainer.best_step, "stopped_early": trainer.stopped,
+                     "best_step": trainer.best_step if trainer.best_step >= 0 else None,
+                     "stopped_early": trainer.stopped,
                      "train_seconds": seconds, "device": str(device),
                      "processes": dist.world_size if dist else 1}}
     if not main:
@@ -236,8 +237,10 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
     save_model(best, out / MODEL_NAME)
     metrics = _write_results(out, preds, extra, f"DeepPot-SE, step {trainer.step}")
     why = "early stop, " if trainer.stopped else ""
-    print(f"\n{format_table(metrics)}\nhayabusa train: {trainer.step} steps ({why}"
-          f"best validation at step {trainer.best_step}) in {seconds:.1f} s; outputs in "
+    kept = (f"best validation at step {trainer.best_step}" if trainer.best_step >= 0 else
+            "no validation frames: final EMA weights")
+    print(f"\n{format_table(metrics)}\nhayabusa train: {trainer.step} steps ({why}{kept}) "
+          f"in {seconds:.1f} s; outputs in "
           f"{out}/ ({', '.join(n for n in TRAIN_OUTPUTS if (out / n).exists())})",
           file=stream, flush=True)
     return metrics
