@@ -10,7 +10,8 @@ to the config file)::
                                         (its test split) → RUN_DIR/model_metrics.json
     parity_plot_file?: PATH             → RUN_DIR/parity.png
     labels?: str                        what the training labels are ("SevenNet-0 (surrogate of
-                                        PBE), not DFT"), written into model_metrics.json
+                                        PBE), not DFT"); default: the metrics file's or the
+                                        model file's "labels"
   systems:                              name → structure (names: letters, digits, _)
     NAME: {builder: cubic_llzo, supercell: 1 | [n1, n2, n3] = 1, lattice_constant_A = 12.97,
            tet_occupancy?}
@@ -28,6 +29,7 @@ to the config file)::
           or  {type: csvr, tau_fs = 100}  or  {type: langevin, friction_per_fs = 0.01}
   relax?: {fmax_eV_per_A: 0.1, max_steps: 200}   FIRE at fixed cell before MD
   skin_A: 1.0                           Verlet skin of the neighbor list
+  neighbor_backend: auto | cell | min_image | brute | vesin = auto   (hayabusa.md.Simulation)
   block_steps: int = 0                  steps per CUDA-graph block (see hayabusa.md.Simulation)
   batch_temperatures: true              all temperatures of a system in one batched State
   device: auto | cpu | cuda[:N] = auto
@@ -226,6 +228,7 @@ class StudyConfig(_Model):
     thermostat: Thermostat = NoseHoover(type="nose_hoover")
     relax: Relax | None = None
     skin_A: NonNegative = 1.0
+    neighbor_backend: Literal["auto", "cell", "min_image", "brute", "vesin"] = "auto"
     block_steps: NonNegativeInt = 0
     batch_temperatures: bool = True
     device: Annotated[str, PlainValidator(check_device)] = "auto"
@@ -542,7 +545,7 @@ def run_batch(batch: Batch, structure: Structure, model, cfg: StudyConfig, out: 
     # a stochastic thermostat draws for the whole batch: one seed per batch
     integrator = make_integrator(cfg, batch.temperatures, batch.seed(cfg.seed, 0) + 500)
     sim = Simulation(state, model, integrator, "metal", skin=cfg.skin_A,
-                     block_steps=cfg.block_steps)
+                     neighbor_backend=cfg.neighbor_backend, block_steps=cfg.block_steps)
     cache: dict = {}
     logs, trajs = [], []
     for s, (name, temp) in enumerate(zip(batch.run_names, batch.temperatures, strict=True)):
@@ -592,7 +595,8 @@ def relax(structure: Structure, model, cfg: StudyConfig, device) -> tuple[bool, 
     from .state import State
 
     state = State.from_atoms(structure.atoms, device=device, species=model.species)
-    fire = FIRE(state, model, "metal", fmax=cfg.relax.fmax_eV_per_A, skin=cfg.skin_A)
+    fire = FIRE(state, model, "metal", fmax=cfg.relax.fmax_eV_per_A, skin=cfg.skin_A,
+                neighbor_backend=cfg.neighbor_backend)
     converged = fire.run(cfg.relax.max_steps)
     structure.atoms.positions = state.positions.detach().cpu().double().numpy()
     return converged, fire.n_steps, float(fire.max_force.max())
@@ -627,9 +631,10 @@ def prepare_output(out: Path, old: list[Path]) -> None:
             from None
 
 
-def model_metrics(model: ModelFiles) -> dict | None:
+def model_metrics(model: ModelFiles, metadata: dict | None = None) -> dict | None:
     """The test metrics of ``model.metrics_file`` ({"energy_meV_per_atom": {"mae", "rmse"},
-    …}) with ``labels``; from a ``hayabusa train`` file its "test" entry, or a flat file."""
+    …}, from its "test" entry if it has one) and the labels sentence: ``model.labels``, else
+    the file's "labels", else the model file's ``metadata["labels"]``."""
     if model.metrics_file is None:
         return None
     path = model.metrics_file
@@ -637,15 +642,17 @@ def model_metrics(model: ModelFiles) -> dict | None:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read the model metrics ({exc})") from None
-    data = data.get("test", data) if isinstance(data, dict) else data
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object of metrics")
-    metrics = {k: v for k, v in data.items() if isinstance(v, dict) and "mae" in v}
+    test = data.get("test", data)
+    metrics = {k: v for k, v in test.items() if isinstance(v, dict) and "mae" in v} \
+        if isinstance(test, dict) else {}
     if not metrics:
         raise InputError(f"{path}: no test metrics (expected a 'test' entry or entries like "
                          f"'forces_meV_per_A': {{'mae': …, 'rmse': …}})")
-    if model.labels is not None:
-        metrics["labels"] = model.labels
+    labels = model.labels or data.get("labels") or (metadata or {}).get("labels")
+    if labels:
+        metrics["labels"] = str(labels)
     return metrics
 
 
@@ -684,7 +691,7 @@ def run_study(config_path, output=None, overwrite: bool = False, device: str | N
     old = earlier_results(out, overwrite)
     dev = resolve_device(cfg.device)
     model = load_model(cfg.model.file, device=dev)
-    metrics = model_metrics(cfg.model)
+    metrics = model_metrics(cfg.model, getattr(model, "metadata", None))
     structures = {}
     for k, (name, spec) in enumerate(cfg.systems.items()):
         try:

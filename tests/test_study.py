@@ -19,10 +19,12 @@ from hayabusa.models import DeepPotSE, save_model
 from hayabusa.study import (
     MIN_FRAMES,
     GrainBoundary,
+    ModelFiles,
     StudyProgress,
     build_system,
     earlier_results,
     load_study,
+    model_metrics,
     plan,
     prepare_output,
     run_batch,
@@ -146,6 +148,22 @@ def test_plan_batches_temperatures(files):
     assert [b.run_names for b in alone] == [["oxide-300K"], ["oxide-500K"], ["oxide-700K"]]
     # a run's velocity seed does not depend on the batching
     assert [batch.seed(0, k) for k in range(3)] == [b.seed(0, 0) for b in alone]
+
+
+def test_model_metrics_take_the_test_split_and_the_labels(tmp_path):
+    test = {"forces_meV_per_A": {"mae": 40.0, "rmse": 55.0}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"labels": "SevenNet-0 (surrogate of PBE), not DFT",
+                                "train": {"forces_meV_per_A": {"mae": 1.0}}, "test": test}))
+    files = ModelFiles(file="model.pt", metrics_file=str(path))
+    assert model_metrics(files) == {**test, "labels": "SevenNet-0 (surrogate of PBE), not DFT"}
+    assert model_metrics(files.model_copy(update={"labels": "EMT"}))["labels"] == "EMT"
+    path.write_text(json.dumps(test))  # a flat file; labels from the model file's metadata
+    assert model_metrics(files, {"labels": "CHGNet"}) == {**test, "labels": "CHGNet"}
+    assert model_metrics(files) == test
+    path.write_text(json.dumps({"test": {}}))
+    with pytest.raises(InputError, match=f"^{path}: no test metrics"):
+        model_metrics(files)
 
 
 # ------------------------------------------------------------------------------ outputs
