@@ -72,8 +72,8 @@ def build_kernel(packed_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_p
     live = lane < n_atoms
     i = tl.load(order_ptr + lane, mask=live, other=0)
     c4 = tl.arange(0, 4)
-    xi, yi, zi, _own = unpack(tl.load(packed_ptr + 4 * lane[:, None] + c4[None, :],
-                                      mask=live[:, None], other=0.0), 1)
+    xi, yi, zi, _ = unpack(tl.load(packed_ptr + 4 * lane[:, None] + c4[None, :],
+                                   mask=live[:, None], other=0.0), 1)
     s = tl.load(sys_ptr + i, mask=live, other=0)
     lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)
     ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)
@@ -98,8 +98,7 @@ def build_kernel(packed_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_p
         for q0 in range(0, tl.max(in_bin, axis=0), TILE):
             ok = live[:, None] & (q0 + q[None, :] < in_bin[:, None])
             j = start[:, None] + q0 + q[None, :]  # candidate lanes: consecutive rows
-            xj, yj, zj, _cand = unpack(tl.load(packed_ptr + 4 * j[:, :, None]
-                                                + c4[None, None, :],
+            xj, yj, zj, _ = unpack(tl.load(packed_ptr + 4 * j[:, :, None] + c4[None, None, :],
                                            mask=ok[:, :, None], other=0.0), 2)
             dx = xj - xi[:, None]
             dy = yj - yi[:, None]
