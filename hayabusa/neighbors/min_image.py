@@ -4,10 +4,7 @@ at least three list cutoffs wide — the layout the fused GPU kernels read.
 Each neighbour appears once and its pair vector is the minimum image of r_j − r_i, so no image
 shifts are stored: ``index`` [K, N] int32 and ``count`` [N] int32, with rows ("lanes") in cell
 order — lane l belongs to atom ``order[l]`` — and slot k of every lane contiguous, so the
-threads of a kernel read consecutive memory. ``index`` holds the *lanes* of the neighbours:
-kernels gather them from positions packed in cell order (``triton_build.pack``), where a
-neighbourhood is a few contiguous rows — the atoms are sorted spatially for the kernels at every
-build while ``State`` keeps the user's atom order. On a CUDA
+threads of a kernel read consecutive memory and gather from one neighbourhood. On a CUDA
 device the list is built by a Triton cell-list kernel with no host synchronisation
 (``build_async``, which a CUDA graph can capture); elsewhere by ``cell_list_pairs``. It offers
 the same
@@ -36,7 +33,6 @@ def min_image_supported(state, list_cutoff: float) -> bool:
 class MinImageNeighborList(VerletList):
     kind = "min_image"
     buffer_names = ("index", "count", "order")  # [K, N] int32; [N] int32; [N] int32
-    layout = "lanes"  # what ``index`` holds; checkpoints with another layout are rebuilt
 
     # ------------------------------------------------------------------ build
     def build(self, state) -> MinImageNeighborList:
@@ -63,7 +59,6 @@ class MinImageNeighborList(VerletList):
         self.index = torch.zeros(k, n, dtype=torch.int32, device=dev)
         self.count = torch.zeros(n, dtype=torch.int32, device=dev)
         self.order = torch.arange(n, dtype=torch.int32, device=dev)
-        self.packed = torch.zeros(n, 4, dtype=torch.float64, device=dev)  # build's input
         self.reference_positions = state.positions.detach().clone()
         self.overflow = torch.zeros((), dtype=torch.bool, device=dev)
 
@@ -93,7 +88,7 @@ class MinImageNeighborList(VerletList):
     def build_async(self, state) -> None:
         """Build on the GPU with no host synchronisation (can be captured in a CUDA graph).
         ``overflow`` is set on the device when an atom has more neighbours than fit."""
-        from .triton_build import launch_build, pack
+        from .triton_build import launch_build
 
         sys = state.system_idx
         nb = self.nbins[sys]
@@ -103,24 +98,16 @@ class MinImageNeighborList(VerletList):
             + bin3[:, 2]
         self.bin3.copy_(bin3)
         self.order.copy_(torch.argsort(gbin))
-        pack(state, self.order, self.packed)
         self.bin_count.zero_()
         self.bin_count.index_add_(0, gbin, self.ones)
         bin_start = torch.cumsum(self.bin_count, 0, dtype=torch.int32) - self.bin_count
         self.most.zero_()
-        launch_build((self.packed, self.system32, self.box, self.nbins32, self.bin_offset32,
+        launch_build((state.positions, self.system32, self.box, self.nbins32, self.bin_offset32,
                       self.bin3, self.order, bin_start, self.bin_count, self.index, self.count,
                       self.most, state.n_atoms, self.capacity, self.list_cutoff ** 2),
                      state.n_atoms)
         self.reference_positions.copy_(state.positions)
         self.overflow.copy_(self.most[0] > self.capacity)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "layout": self.layout}
-
-    def load_state_dict(self, d: dict, device=None) -> None:
-        if d.get("layout") == self.layout:
-            super().load_state_dict(d, device)
 
     def _build_reference(self, state) -> None:
         """Fill the list from the PyTorch cell list (CPU and reference path)."""
@@ -135,7 +122,6 @@ class MinImageNeighborList(VerletList):
         slot = torch.arange(pairs.i.numel(), device=pairs.i.device) - \
             (torch.cumsum(counts, 0) - counts)[pairs.i]
         self.index[slot, pairs.i] = pairs.j.to(torch.int32)
-        torch.arange(state.n_atoms, out=self.order)  # lanes are atoms here
         self.count.copy_(counts.to(torch.int32))
         self.reference_positions.copy_(state.positions)
 
@@ -155,10 +141,9 @@ class MinImageNeighborList(VerletList):
 
     @property
     def neighbors(self) -> torch.Tensor:
-        """[N, K] int64 atom ids by atom, padded with the atom's own index."""
+        """[N, K] int64 by atom, padded with the atom's own index."""
         own = torch.arange(self.index.shape[1], device=self.index.device)[:, None]
-        lanes = self.index.T[self._rows_of_atoms()].long()
-        return torch.where(self.mask, self.order.long()[lanes], own)
+        return torch.where(self.mask, self.index.T[self._rows_of_atoms()].long(), own)
 
     def pair_vectors(self, state) -> torch.Tensor:
         """[N, K, 3] minimum-image r_j − r_i (zeros in padding slots)."""

@@ -1,17 +1,14 @@
-"""Triton kernels of the MinImageNeighborList on the GPU: the cell-list build and the packing
-of positions into cell order.
+"""Triton cell-list kernel that fills a MinImageNeighborList on the GPU.
 
 Hand-written because no maintained library builds a batched, fixed-capacity, column-major
 neighbor matrix on the device without host synchronisation (see reference/gpu-kernels.md).
 Atoms are binned into cells at least one list cutoff wide (≥ 3 per direction, so the 27
-stencil cells are distinct) and sorted by cell: lane ``l`` is atom ``order[l]``. Positions are
-packed in that order (``pack``: [N, 4] rows x, y, z, type), so the atoms of one cell are
-contiguous, a program's candidates are consecutive rows, and the neighbours that a kernel
-gathers later lie in a few nearby rows (cache hits) instead of anywhere in memory. The list
-stores neighbour *lanes*, not atom ids. A build program takes BLOCK lanes (atoms that share
-cells) and examines TILE candidates of a cell per lane at once; a prefix sum gives each
-neighbour found its slot. Every size is fixed beforehand, so a build can be captured in a
-CUDA graph: overflows of the neighbour capacity are reported in ``most``, never dropped
+stencil cells are distinct). A program takes BLOCK atoms in cell order (``order``), so its
+atoms share cells, and examines TILE candidates of a cell per atom at once (many independent
+loads in flight); a prefix sum gives each neighbour found its slot. Rows are stored in the same
+cell order: row ``lane`` of the matrix belongs to atom ``order[lane]``.
+Every size is fixed beforehand, so a build can be captured in a CUDA graph: overflows of the
+neighbour capacity or of the per-cell bound are reported in ``most`` instead of dropped
 silently.
 """
 
@@ -28,52 +25,16 @@ CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
            for b, t, w in ((32, 32, 4), (64, 16, 4), (128, 8, 4), (128, 16, 8), (256, 4, 8))]
 
 
-PACK_BLOCK = 256
-
-
 @triton.jit
-def pack_kernel(pos_ptr, type_ptr, order_ptr, out_ptr, n_atoms, BLOCK: tl.constexpr):
-    """out[l] = (x, y, z, type) of atom order[l] (float64)."""
-    lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = lane < n_atoms
-    i = tl.load(order_ptr + lane, mask=live, other=0)
-    x = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)
-    y = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)
-    z = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)
-    t = tl.load(type_ptr + i, mask=live, other=0)
-    tl.store(out_ptr + 4 * lane, x, mask=live)
-    tl.store(out_ptr + 4 * lane + 1, y, mask=live)
-    tl.store(out_ptr + 4 * lane + 2, z, mask=live)
-    tl.store(out_ptr + 4 * lane + 3, t.to(tl.float64), mask=live)
-
-
-def pack(state, order, out) -> None:
-    """Fill ``out`` [N, 4] float64 with the positions and types of the atoms in ``order``."""
-    n = state.n_atoms
-    pack_kernel[(triton.cdiv(n, PACK_BLOCK),)](state.positions, state.type_ids, order, out, n,
-                                               BLOCK=PACK_BLOCK)
-
-
-@triton.jit
-def unpack(v, last: tl.constexpr):
-    """x, y, z, type-as-float of packed rows v [..., 4] (``last``: index of the last axis)."""
-    c = tl.arange(0, 4)
-    return (tl.sum(tl.where(c == 0, v, 0.0), axis=last),
-            tl.sum(tl.where(c == 1, v, 0.0), axis=last),
-            tl.sum(tl.where(c == 2, v, 0.0), axis=last),
-            tl.sum(tl.where(c == 3, v, 0.0), axis=last))
-
-
-@triton.jit
-def build_kernel(packed_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr, order_ptr,
+def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr, order_ptr,
                  bin_start_ptr, bin_count_ptr, index_ptr, count_ptr, most_ptr,
                  n_atoms, capacity, cutoff2, BLOCK: tl.constexpr, TILE: tl.constexpr):
     lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = lane < n_atoms
     i = tl.load(order_ptr + lane, mask=live, other=0)
-    c4 = tl.arange(0, 4)
-    xi, yi, zi, _ = unpack(tl.load(packed_ptr + 4 * lane[:, None] + c4[None, :],
-                                   mask=live[:, None], other=0.0), 1)
+    xi = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)
+    yi = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)
+    zi = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)
     s = tl.load(sys_ptr + i, mask=live, other=0)
     lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)
     ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)
@@ -97,16 +58,14 @@ def build_kernel(packed_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_p
         in_bin = tl.load(bin_count_ptr + b, mask=live, other=0)
         for q0 in range(0, tl.max(in_bin, axis=0), TILE):
             ok = live[:, None] & (q0 + q[None, :] < in_bin[:, None])
-            j = start[:, None] + q0 + q[None, :]  # candidate lanes: consecutive rows
-            xj, yj, zj, _ = unpack(tl.load(packed_ptr + 4 * j[:, :, None] + c4[None, None, :],
-                                           mask=ok[:, :, None], other=0.0), 2)
-            dx = xj - xi[:, None]
-            dy = yj - yi[:, None]
-            dz = zj - zi[:, None]
+            j = tl.load(order_ptr + start[:, None] + q0 + q[None, :], mask=ok, other=0)
+            dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi[:, None]
+            dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi[:, None]
+            dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi[:, None]
             dx -= lx[:, None] * tl.floor(dx * ilx[:, None] + 0.5)
             dy -= ly[:, None] * tl.floor(dy * ily[:, None] + 0.5)
             dz -= lz[:, None] * tl.floor(dz * ilz[:, None] + 0.5)
-            ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != lane[:, None])
+            ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != i[:, None])
             hit = ok.to(tl.int32)
             slot = count[:, None] + tl.cumsum(hit, axis=1) - 1
             tl.store(index_ptr + slot * n_atoms + lane[:, None], j.to(tl.int32),

@@ -1,14 +1,12 @@
 """Fused Triton kernel for Lennard-Jones forces on a MinImageNeighborList (GPU hot path).
 
 Hand-written because the plain PyTorch path materialises [N, K, 3] temporaries at every step.
-Each step packs the positions in the list's cell order ([N, 4] float64 rows x, y, z, type),
-so the neighbours a program gathers are a few contiguous rows. A program takes
-BLOCK lanes and TILE neighbour slots at once (shapes autotuned per size), forms minimum-image
-pair vectors, evaluates u(r) and u'(r) in the compute dtype (float32 or float64) with the
-potential's truncation (no square root unless the force is shifted), and writes each atom's
-force and energy in float64. Pair parameters are constants for one type and a select for two.
-No atomics: each atom sums its own full row. The PyTorch path stays the reference
-(tests/test_gpu.py).
+A program takes BLOCK atoms and TILE neighbour slots at once (shapes autotuned per size),
+forms minimum-image pair vectors from the float64 positions, evaluates u(r) and u'(r) in the
+compute dtype (float32 or float64) with the potential's truncation, and writes each atom's
+force and energy. Rows come in the list's cell order, so a program gathers from one
+neighbourhood. No atomics: each atom sums its own full row. The PyTorch path stays the
+reference (tests/test_gpu.py).
 """
 
 from __future__ import annotations
@@ -19,53 +17,27 @@ import torch
 import triton
 import triton.language as tl
 
-from ..neighbors.triton_build import pack, unpack
-
 # Tile shapes (atoms per program × neighbour slots at once) tried on first use for each size.
 CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
            for b, t, w in ((32, 32, 4), (64, 16, 4), (128, 8, 4), (128, 16, 8), (256, 4, 8))]
 
 
 @triton.jit
-def _pair_table(table_ptr, row, mask, ct: tl.constexpr):
-    """Table row (4ε, σ², r_c², r_c, u(r_c), u'(r_c)) of a type pair, in the compute dtype."""
-    p = 6 * row
-    return (tl.load(table_ptr + p, mask=mask, other=0.0).to(ct),
-            tl.load(table_ptr + p + 1, mask=mask, other=1.0).to(ct),
-            tl.load(table_ptr + p + 2, mask=mask, other=0.0).to(ct),
-            tl.load(table_ptr + p + 3, mask=mask, other=0.0).to(ct),
-            tl.load(table_ptr + p + 4, mask=mask, other=0.0).to(ct),
-            tl.load(table_ptr + p + 5, mask=mask, other=0.0).to(ct))
-
-
-@triton.jit
-def _pick(t, a, b):
-    return tl.where(t == 0, a, b)
-
-
-@triton.jit
-def _lj_kernel(packed_ptr, order_ptr, sys_ptr, box_ptr, index_ptr, count_ptr, table_ptr,
-               force_ptr, energy_ptr, n_atoms, BLOCK: tl.constexpr, TILE: tl.constexpr,
-               N_TYPES: tl.constexpr, FORCE_SHIFT: tl.constexpr, ct: tl.constexpr):
+def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_ptr, table_ptr,
+               force_ptr, energy_ptr, n_atoms, n_types, BLOCK: tl.constexpr,
+               TILE: tl.constexpr, ct: tl.constexpr):
     lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = lane < n_atoms
-    i = tl.load(order_ptr + lane, mask=live, other=0)  # lane ``lane`` is atom i
-    c4 = tl.arange(0, 4)
-    xi, yi, zi, tif = unpack(tl.load(packed_ptr + 4 * lane[:, None] + c4[None, :],
-                                     mask=live[:, None], other=0.0), 1)
+    i = tl.load(order_ptr + lane, mask=live, other=0)  # row ``lane`` belongs to atom i
+    xi = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)[:, None]
+    yi = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)[:, None]
+    zi = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)[:, None]
     s = tl.load(sys_ptr + i, mask=live, other=0)
     lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)[:, None]
     ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)[:, None]
     lz = tl.load(box_ptr + 3 * s + 2, mask=live, other=1.0)[:, None]
     ilx, ily, ilz = 1.0 / lx, 1.0 / ly, 1.0 / lz
-    ti = tif.to(tl.int32)[:, None]
-    # Pair parameters: one row for one type, a select between two rows per atom for two
-    # types (Kob–Andersen), a gather per pair otherwise.
-    if N_TYPES == 1:
-        eps4, sig2, rc2, rc, uc, duc = _pair_table(table_ptr, 0, True, ct)
-    elif N_TYPES == 2:
-        a4, as2, arc2, arc, auc, aduc = _pair_table(table_ptr, 2 * ti, live[:, None], ct)
-        b4, bs2, brc2, brc, buc, bduc = _pair_table(table_ptr, 2 * ti + 1, live[:, None], ct)
+    ti = tl.load(type_ptr + i, mask=live, other=0)[:, None]
     count = tl.load(count_ptr + lane, mask=live, other=0)
     fx = tl.zeros([BLOCK], dtype=ct)
     fy = tl.zeros([BLOCK], dtype=ct)
@@ -75,34 +47,29 @@ def _lj_kernel(packed_ptr, order_ptr, sys_ptr, box_ptr, index_ptr, count_ptr, ta
     for k0 in range(0, tl.max(count, axis=0), TILE):
         ok = live[:, None] & (k0 + k[None, :] < count[:, None])
         j = tl.load(index_ptr + (k0 + k[None, :]) * n_atoms + lane[:, None], mask=ok, other=0)
-        xj, yj, zj, tjf = unpack(tl.load(packed_ptr + 4 * j[:, :, None] + c4[None, None, :],
-                                         mask=ok[:, :, None], other=0.0), 2)
-        dx = xj - xi[:, None]
-        dy = yj - yi[:, None]
-        dz = zj - zi[:, None]
+        dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi
+        dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi
+        dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi
         dx = (dx - lx * tl.floor(dx * ilx + 0.5)).to(ct)
         dy = (dy - ly * tl.floor(dy * ily + 0.5)).to(ct)
         dz = (dz - lz * tl.floor(dz * ilz + 0.5)).to(ct)
         r2 = dx * dx + dy * dy + dz * dz
-        if N_TYPES == 2:
-            tj = tjf.to(tl.int32)
-            eps4, sig2 = _pick(tj, a4, b4), _pick(tj, as2, bs2)
-            rc2, rc = _pick(tj, arc2, brc2), _pick(tj, arc, brc)
-            uc, duc = _pick(tj, auc, buc), _pick(tj, aduc, bduc)
-        elif N_TYPES > 2:
-            eps4, sig2, rc2, rc, uc, duc = _pair_table(table_ptr, ti * N_TYPES
-                                                       + tjf.to(tl.int32), ok, ct)
+        tj = tl.load(type_ptr + j, mask=ok, other=0)
+        p = 6 * (ti * n_types + tj)  # table row: 4ε, σ², r_c², r_c, u(r_c), u'(r_c)
+        eps4 = tl.load(table_ptr + p, mask=ok, other=0.0).to(ct)
+        sig2 = tl.load(table_ptr + p + 1, mask=ok, other=1.0).to(ct)
+        rc2 = tl.load(table_ptr + p + 2, mask=ok, other=0.0).to(ct)
+        rc = tl.load(table_ptr + p + 3, mask=ok, other=0.0).to(ct)
+        uc = tl.load(table_ptr + p + 4, mask=ok, other=0.0).to(ct)
+        duc = tl.load(table_ptr + p + 5, mask=ok, other=0.0).to(ct)
         within = ok & (r2 < rc2)
-        inv_r2 = 1.0 / tl.where(within, r2, 1.0)
-        s6 = sig2 * inv_r2
+        r2 = tl.where(within, r2, 1.0)
+        r = tl.sqrt(r2)
+        s6 = sig2 / r2
         s6 = s6 * s6 * s6
-        u = eps4 * (s6 * s6 - s6) - uc
-        f_over_r = -6.0 * eps4 * (2.0 * s6 * s6 - s6) * inv_r2  # (du/dr)/r
-        if FORCE_SHIFT:
-            r = tl.sqrt(tl.where(within, r2, 1.0))
-            u -= (r - rc) * duc
-            f_over_r -= duc / r
-        f_over_r = tl.where(within, f_over_r, 0.0)
+        u = eps4 * (s6 * s6 - s6) - uc - (r - rc) * duc
+        du = -6.0 * eps4 * (2.0 * s6 * s6 - s6) / r - duc
+        f_over_r = tl.where(within, du / r, 0.0)
         fx += tl.sum(f_over_r * dx, axis=1)
         fy += tl.sum(f_over_r * dy, axis=1)
         fz += tl.sum(f_over_r * dz, axis=1)
@@ -116,26 +83,19 @@ def _lj_kernel(packed_ptr, order_ptr, sys_ptr, box_ptr, index_ptr, count_ptr, ta
 _lj_tuned = triton.autotune(configs=CONFIGS, key=["n_atoms"])(_lj_kernel)
 
 
-def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool,
-              force_shift: bool):
+def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool):
     """Forces [N, 3] and atom energies [N] (float64) from the fused kernel.
 
-    ``table`` [T·T, 6] float64 rows (4ε, σ², r_c², r_c, u(r_c), u'(r_c)) per type pair;
-    ``force_shift``: the truncation shifts the force too (u'(r_c) ≠ 0)."""
+    ``table`` [T·T, 6] float64 rows (4ε, σ², r_c², r_c, u(r_c), u'(r_c)) per type pair."""
     n = state.n_atoms
     forces = torch.empty(n, 3, dtype=torch.float64, device=state.device)
     energy = torch.empty(n, dtype=torch.float64, device=state.device)
     box = torch.diagonal(state.cell, dim1=1, dim2=2).contiguous()
-    # Positions stay float64 in the packed copy: pair vectors are exact float64 differences,
-    # rounded to the compute dtype afterwards (float32 coordinates would lose ~L·2⁻²⁴).
-    packed = torch.empty(n, 4, dtype=torch.float64, device=state.device)
-    pack(state, neighbors.order, packed)
-    args = (packed, neighbors.order, state.system_idx, box, neighbors.index, neighbors.count,
-            table, forces, energy, n)
-    meta = {"N_TYPES": n_types, "FORCE_SHIFT": force_shift,
-            "ct": tl.float32 if float32 else tl.float64}
+    args = (state.positions, state.system_idx, box, state.type_ids, neighbors.order,
+            neighbors.index, neighbors.count, table, forces, energy, n, n_types)
+    ct = tl.float32 if float32 else tl.float64
     if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter cannot autotune
-        _lj_kernel[(triton.cdiv(n, 32),)](*args, BLOCK=32, TILE=32, **meta)
+        _lj_kernel[(triton.cdiv(n, 32),)](*args, BLOCK=32, TILE=32, ct=ct)
     else:
-        _lj_tuned[lambda m: (triton.cdiv(n, m["BLOCK"]),)](*args, **meta)
+        _lj_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](*args, ct=ct)
     return forces, energy
