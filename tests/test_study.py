@@ -207,7 +207,8 @@ def test_batched_temperatures_equal_separate_runs(files, tmp_path):
     structure = build_system(cfg.systems["oxide"], seed=0)
     [batch] = plan(cfg)
     progress = StudyProgress(30, 10, show=True)
-    run_batch(batch, structure, model, cfg, tmp_path / "batched", "cpu", progress)
+    perf = run_batch(batch, structure, model, cfg, tmp_path / "batched", "cpu", progress)
+    assert perf["steps"] == 30 and perf["katom_steps_per_s"] > 0
     assert progress.bar.n == 30
     progress.close()
     for single in plan(cfg.model_copy(update={"batch_temperatures": False})):
