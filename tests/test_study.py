@@ -224,6 +224,25 @@ def test_batched_temperatures_equal_separate_runs(files, tmp_path):
     assert not np.allclose(hot[0], cold[0])  # different seeds and temperatures
 
 
+def test_csvr_batch_keeps_each_target(files, tmp_path):
+    """CSVR (τ = 10 fs) keeps each run of a batch at its own target: equilibration lasts 5τ,
+    long enough to reach a wrong target, and the mean over the production frames lies within
+    4 standard errors (T·sqrt(2/N_f)/sqrt(L/2τ)) of the run's own one."""
+    tau, production = 10.0, 200
+    cfg = load_study(write(files, base_config(
+        thermostat={"type": "csvr", "tau_fs": tau}, equilibration_steps=50,
+        production_steps=production, trajectory_every=5)))
+    [batch] = plan(cfg)
+    structure = build_system(cfg.systems["oxide"], seed=0)
+    run_batch(batch, structure, load_model(cfg.model.file), cfg, tmp_path, "cpu")
+    n_dof = 3 * len(structure.atoms) - 3
+    for name, target in zip(batch.run_names, (300.0, 900.0), strict=True):
+        [traj] = read_h5md(tmp_path / name / "traj.h5").values()
+        temps = 2 * traj["kinetic_energy"] / (n_dof * kB)
+        error = target * math.sqrt(2 / n_dof) / math.sqrt(production / (2 * tau))
+        assert abs(temps.mean() - target) < 4 * error, (name, temps.mean(), error)
+
+
 def test_study_layout_and_temperatures(files, tmp_path, capsys):
     """A two-temperature Langevin study on a grain-boundary-marked Li2O cell writes the
     run-directory contract, the analysis and the report; each run keeps its own target.
