@@ -5,12 +5,15 @@
 ``DIR/log.hayabusa`` (thermo log), the trajectory, ``DIR/checkpoint.pt`` and a copy of the
 config to ``DIR`` (default ``runs/<config stem>``).
 
-Any ``HayabusaError`` is printed as one line ``error: …`` on stderr with exit status 2.
+The other commands (bench, train, test, label, analyze, report, study) live beside the code
+they drive; see ``COMMAND_MODULES``. Any ``HayabusaError`` is printed as one line
+``error: …`` on stderr with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from .files import write_atomic
 LOG_NAME = "log.hayabusa"
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_COPY_NAME = "config.yaml"
+COMMAND_MODULES = ("bench.commands", "train.commands", "train.label", "analysis.run",
+                   "viz.report", "study")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,17 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="override run.steps (the total number of steps)")
     md.set_defaults(func=_cmd_md)
 
-    from .bench.commands import add_parser as add_bench_parser
-
-    add_bench_parser(sub)
-    from .train.commands import add_parser as add_train_parser
-    add_train_parser(sub)
-    from .analysis.run import add_parser as add_analyze_parser
-    add_analyze_parser(sub)
-    from .viz.report import add_parser as add_report_parser
-    add_report_parser(sub)
-    from .study import add_parser as add_study_parser
-    add_study_parser(sub)
+    # Every other command registers itself with ``add_parser(sub)`` in its own module.
+    for module in COMMAND_MODULES:
+        importlib.import_module(f".{module}", __package__).add_parser(sub)
     return parser
 
 
