@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import HayabusaError, InputError
-from .files import write_atomic
+from .files import prepare_output, write_atomic
 
 LOG_NAME = "log.hayabusa"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -105,21 +105,14 @@ def _cmd_md(args) -> int:
         raise InputError(f"{out} holds results of an earlier run ({names}); pass --overwrite "
                          f"to replace them or --restart {ckpt_path} to continue")
 
-    def prepare_output() -> None:
+    def start_output() -> None:
         """Called once the system is built: replace old results (--overwrite), copy config."""
-        if restart is None:
-            for p in existing:
-                p.unlink()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"{out}: cannot create the output directory ({exc.strerror})") \
-                from None
+        prepare_output(out, existing if restart is None else ())
         if not (out / CONFIG_COPY_NAME).exists():
             text = Path(args.config).read_text(encoding="utf-8")
             write_atomic(out / CONFIG_COPY_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    sim = _build_simulation(cfg, device, dtype, out, restart, prepare_output)
+    sim = _build_simulation(cfg, device, dtype, out, restart, start_output)
     remaining = cfg.run.steps - sim.step
     if remaining < 0:
         raise InputError(f"{restart}: checkpoint is at step {sim.step}, beyond run.steps = "
@@ -131,10 +124,10 @@ def _cmd_md(args) -> int:
     return 0
 
 
-def _build_simulation(cfg, device, dtype, out: Path, restart: Path | None, prepare_output):
+def _build_simulation(cfg, device, dtype, out: Path, restart: Path | None, start_output):
     """Structure → State → potential → (minimise, velocities) → integrator → Simulation.
 
-    ``prepare_output()`` runs after the system is built and before any reporter exists, so a
+    ``start_output()`` runs after the system is built and before any reporter exists, so a
     config that fails to build leaves earlier results untouched."""
     from .md import FIRE, CheckpointWriter, ProgressBar, Simulation, ThermoLog, maxwell_boltzmann
     from .md.simulation import DEFAULT_SKIN
@@ -162,7 +155,7 @@ def _build_simulation(cfg, device, dtype, out: Path, restart: Path | None, prepa
                           remove_com=cfg.velocities.remove_com)
 
     integrator = _integrator(cfg.integrator, cfg.units, cfg.seed + 2)
-    prepare_output()
+    start_output()
     reporters = [ThermoLog(cfg.output.thermo_every, path=out / LOG_NAME, stream=sys.stdout,
                            overwrite=True),
                  ProgressBar()]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..files import write_atomic
+from ..files import prepare_output, write_atomic
 from ..models import DeepPotSE, load_model, save_model
 from .config import TrainConfig, data_files, species_numbers
 from .data import fit_reference_energies, load_frames, split, summary
@@ -121,17 +121,6 @@ def _check_output(out: Path, names, overwrite: bool, resume: Path | None = None)
     return existing
 
 
-def _prepare_output(out: Path, existing: list[Path], resume) -> None:
-    if resume is None:
-        for p in existing:
-            p.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output directory ({exc.strerror})") \
-            from None
-
-
 def parity_panels(preds: dict[str, Predictions]):
     from ..viz.parity import ParityPanel
 
@@ -188,7 +177,7 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
     s = trainer.settings
     stop = s.total_steps if until_step is None else min(until_step, s.total_steps)
     if main:
-        _prepare_output(out, existing, resume)
+        prepare_output(out, existing if resume is None else ())
         if resume is None or not (out / CONFIG_COPY_NAME).exists():
             write_atomic(out / CONFIG_COPY_NAME, lambda tmp: shutil.copyfile(config_path, tmp))
         n_params = sum(p.numel() for p in model.parameters())
@@ -254,8 +243,7 @@ def run_test(model_path, data_paths, out: Path, device, *, overwrite=False,
     frames = load_frames(data_paths, species=model.species)
     data = FrameSet(frames, model.species, model.cutoff, device)
     pred = predict(model, data, range(len(data)), batch_atoms)
-    _prepare_output(out, [out / n for n in (METRICS_NAME, PARITY_NAME) if (out / n).exists()],
-                    None)
+    prepare_output(out, [out / n for n in (METRICS_NAME, PARITY_NAME)])
     extra = {"model": str(model_path), "data": [str(p) for p in data_paths]}
     metrics = _write_results(out, {"test": pred}, extra, f"{model_path}")
     print(f"data: {summary(frames)}\n{format_table(metrics)}\nhayabusa test: outputs in "
