@@ -449,18 +449,7 @@ _UNION_SECTIONS = {"structure", "potential", "integrator"}
 def load_config(path: str | os.PathLike) -> Config:
     """Read and validate a YAML config; ``structure.file`` is resolved against its folder."""
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise InputError(f"{source}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: cannot read config: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{source}: invalid YAML: {_yaml_message(exc)}") from None
-    config = parse_config(data, source)
+    config = parse_config(read_yaml(source), source)
     if isinstance(config.structure, FileStructure) and not os.path.isabs(config.structure.file):
         resolved = os.path.join(os.path.dirname(source), config.structure.file)
         structure = config.structure.model_copy(update={"file": resolved})
@@ -468,11 +457,32 @@ def load_config(path: str | os.PathLike) -> Config:
     return config
 
 
-def parse_config(data: Any, source: str = "<config>") -> Config:
-    """Validate a parsed YAML document; errors are InputError ``SOURCE: key.path: message``."""
+def read_yaml(path) -> Any:
+    """The YAML document in ``path``; a missing, unreadable or malformed file is an InputError
+    naming it (and the line of a YAML error)."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{source}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{source}: cannot read config: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{source}: invalid YAML: {_yaml_message(exc)}") from None
+
+
+def require_mapping(data: Any, source: str) -> dict:
+    """``data`` if it is a mapping of config keys, else an InputError naming ``source``."""
     if not isinstance(data, dict):
         what = "an empty file" if data is None else f"a {type(data).__name__}"
         raise InputError(f"{source}: expected a mapping of config keys, got {what}")
+    return data
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate a parsed YAML document; errors are InputError ``SOURCE: key.path: message``."""
+    require_mapping(data, source)
     units = data.get("units")
     if units is None:
         raise InputError(f"{source}: units: required key missing — use units: metal or units: lj")

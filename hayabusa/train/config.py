@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import ase.data
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -44,7 +43,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import check_device
+from ..config import check_device, read_yaml, require_mapping
 from ..errors import InputError
 from .trainer import TrainSettings
 
@@ -168,22 +167,7 @@ class TrainConfig(_Model):
 def load_train_config(path) -> TrainConfig:
     """Read and validate a training config; InputError ``FILE: key.path: message``."""
     source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{source}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: cannot read config: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise InputError(f"{source}: invalid YAML: {where}"
-                         f"{getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{source}: expected a mapping of config keys, got "
-                         f"{'an empty file' if data is None else type(data).__name__}")
+    data = require_mapping(read_yaml(source), source)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
