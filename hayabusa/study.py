@@ -88,6 +88,9 @@ CHECKPOINT_DIR = "checkpoints"
 STUDY_OUTPUTS = (CONFIG_NAME, METRICS_NAME, PARITY_NAME, CHECKPOINT_DIR, "analysis.json",
                  "report.html", "view.html", "plots")
 _NAME = re.compile(r"[A-Za-z0-9_]+")
+#: closest pair (Å) a finished run may hold: nearer atoms have collapsed onto each other (no
+#: bond in an oxide is shorter; H2 is 0.74 Å), i.e. the potential failed
+COLLAPSE_A = 0.5
 
 
 # ----------------------------------------------------------------------------- config
@@ -589,9 +592,29 @@ def run_batch(batch: Batch, structure: Structure, model, cfg: StudyConfig, out: 
     sim.reporters = [*logs, *trajs, checkpoints, *extra]
     sim.run(cfg.production_steps)
     seconds += sim.performance["loop_time_s"]
+    check_collapse(sim.state, batch.run_names, out)
     rate = total / seconds
     return {"steps": total, "seconds": seconds, "ns_per_day": rate * cfg.timestep_fs * 0.0864,
             "katom_steps_per_s": rate * state.n_atoms / 1e3}
+
+
+def check_collapse(state, names: list[str], out: Path) -> None:
+    """SimulationError naming the run and the atoms if two atoms of a system are closer than
+    COLLAPSE_A (minimum image)."""
+    from ase.neighborlist import neighbor_list
+
+    from .errors import SimulationError
+
+    for name, atoms in zip(names, state.to_atoms(), strict=True):
+        i, j, d = neighbor_list("ijd", atoms, COLLAPSE_A)
+        if len(d):
+            k = int(d.argmin())
+            sym = atoms.get_chemical_symbols()
+            raise SimulationError(
+                f"{name}: atoms {i[k]} ({sym[i[k]]}) and {j[k]} ({sym[j[k]]}) are {d[k]:.2f} Å "
+                f"apart at the end of the run ({len(d) // 2} pair(s) closer than {COLLAPSE_A} "
+                f"Å): the potential let atoms collapse, so the run is unphysical; its trajectory "
+                f"is in {out / name}")
 
 
 def relax(structure: Structure, model, cfg: StudyConfig, device) -> tuple[bool, int, float]:

@@ -13,7 +13,7 @@ from ase.units import kB
 
 from hayabusa import load_model
 from hayabusa.cli import main
-from hayabusa.errors import InputError
+from hayabusa.errors import InputError, SimulationError
 from hayabusa.md.trajectory import read_h5md
 from hayabusa.models import DeepPotSE, save_model
 from hayabusa.study import (
@@ -241,6 +241,24 @@ def test_csvr_batch_keeps_each_target(files, tmp_path):
         temps = 2 * traj["kinetic_energy"] / (n_dof * kB)
         error = target * math.sqrt(2 / n_dof) / math.sqrt(production / (2 * tau))
         assert abs(temps.mean() - target) < 4 * error, (name, temps.mean(), error)
+
+
+def test_collapsed_atoms_stop_the_study(files, tmp_path):
+    """A run that ends with two atoms nearer than COLLAPSE_A (here an extra Li put 0.1 Å from
+    an O, with a 0.1 fs step so they stay there) is an error naming the run and the atoms."""
+    atoms = ase.io.read(files / "li2o.extxyz")
+    atoms.append("Li")
+    atoms.positions[-1] = atoms.positions[0] + [0.1, 0.0, 0.0]
+    ase.io.write(tmp_path / "collapsed.extxyz", atoms)
+    data = base_config(systems={"bad": {"file": str(tmp_path / "collapsed.extxyz")}},
+                       timestep_fs=0.1, temperatures_K=[300])
+    cfg = load_study(write(files, data, "collapsed.yaml"))
+    [batch] = plan(cfg)
+    structure = build_system(cfg.systems["bad"], seed=0)
+    with pytest.raises(SimulationError, match=r"^bad-300K: atoms 0 \(O\) and 96 \(Li\) are 0\.1\d "
+                                              r"Å apart at the end of the run \(1 pair"):
+        run_batch(batch, structure, load_model(cfg.model.file), cfg, tmp_path, "cpu")
+    assert (tmp_path / "bad-300K" / "traj.h5").is_file()  # kept for inspection
 
 
 def test_study_layout_and_temperatures(files, tmp_path, capsys):
