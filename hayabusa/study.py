@@ -28,6 +28,9 @@ to the config file)::
   thermostat: {type: nose_hoover, tau_fs = 100, chain_length = 3}
           or  {type: csvr, tau_fs = 100}  or  {type: langevin, friction_per_fs = 0.01}
   relax?: {fmax_eV_per_A: 0.1, max_steps: 200}   FIRE at fixed cell before MD
+  collapse_distance_A: 0.5              a run ending with two atoms nearer than this is an
+                                        error (collapsed atoms: the potential failed; no bond
+                                        in an oxide is shorter, H2 is 0.74 Å); 0 turns it off
   skin_A: 1.0                           Verlet skin of the neighbor list
   neighbor_backend: auto | cell | min_image | brute | vesin = auto   (hayabusa.md.Simulation)
   block_steps: int = 0                  steps per CUDA-graph block (see hayabusa.md.Simulation)
@@ -88,9 +91,6 @@ CHECKPOINT_DIR = "checkpoints"
 STUDY_OUTPUTS = (CONFIG_NAME, METRICS_NAME, PARITY_NAME, CHECKPOINT_DIR, "analysis.json",
                  "report.html", "view.html", "plots")
 _NAME = re.compile(r"[A-Za-z0-9_]+")
-#: closest pair (Å) a finished run may hold: nearer atoms have collapsed onto each other (no
-#: bond in an oxide is shorter; H2 is 0.74 Å), i.e. the potential failed
-COLLAPSE_A = 0.5
 
 
 # ----------------------------------------------------------------------------- config
@@ -230,6 +230,7 @@ class StudyConfig(_Model):
     checkpoint_every: PositiveInt | None = None
     thermostat: Thermostat = NoseHoover(type="nose_hoover")
     relax: Relax | None = None
+    collapse_distance_A: NonNegative = 0.5
     skin_A: NonNegative = 1.0
     neighbor_backend: Literal["auto", "cell", "min_image", "brute", "vesin"] = "auto"
     block_steps: NonNegativeInt = 0
@@ -592,29 +593,30 @@ def run_batch(batch: Batch, structure: Structure, model, cfg: StudyConfig, out: 
     sim.reporters = [*logs, *trajs, checkpoints, *extra]
     sim.run(cfg.production_steps)
     seconds += sim.performance["loop_time_s"]
-    check_collapse(sim.state, batch.run_names, out)
+    if cfg.collapse_distance_A > 0:
+        check_collapse(sim.state, batch.run_names, out, cfg.collapse_distance_A)
     rate = total / seconds
     return {"steps": total, "seconds": seconds, "ns_per_day": rate * cfg.timestep_fs * 0.0864,
             "katom_steps_per_s": rate * state.n_atoms / 1e3}
 
 
-def check_collapse(state, names: list[str], out: Path) -> None:
+def check_collapse(state, names: list[str], out: Path, limit: float) -> None:
     """SimulationError naming the run and the atoms if two atoms of a system are closer than
-    COLLAPSE_A (minimum image)."""
+    ``limit`` Å (minimum image)."""
     from ase.neighborlist import neighbor_list
 
     from .errors import SimulationError
 
     for name, atoms in zip(names, state.to_atoms(), strict=True):
-        i, j, d = neighbor_list("ijd", atoms, COLLAPSE_A)
+        i, j, d = neighbor_list("ijd", atoms, limit)
         if len(d):
             k = int(d.argmin())
             sym = atoms.get_chemical_symbols()
             raise SimulationError(
                 f"{name}: atoms {i[k]} ({sym[i[k]]}) and {j[k]} ({sym[j[k]]}) are {d[k]:.2f} Å "
-                f"apart at the end of the run ({len(d) // 2} pair(s) closer than {COLLAPSE_A} "
-                f"Å): the potential let atoms collapse, so the run is unphysical; its trajectory "
-                f"is in {out / name}")
+                f"apart at the end of the run ({len(d) // 2} pair(s) closer than "
+                f"collapse_distance_A = {limit:g} Å): the potential let atoms collapse, so the "
+                f"run is unphysical; its trajectory is in {out / name}")
 
 
 def relax(structure: Structure, model, cfg: StudyConfig, device) -> tuple[bool, int, float]:

@@ -59,7 +59,9 @@ def files(tmp_path_factory):
 
 
 def base_config(**changes) -> dict:
-    cfg = {"model": {"file": "model.pt"},
+    """A study of the Li2O cell. The random model hardly exerts forces, so its atoms fly
+    freely and pass through each other: the collapse check is off unless a test sets it."""
+    cfg = {"model": {"file": "model.pt"}, "collapse_distance_A": 0,
            "systems": {"oxide": {"file": "li2o.extxyz"}},
            "temperatures_K": [300, 900], "timestep_fs": 1.0,
            "equilibration_steps": 0, "production_steps": 30, "trajectory_every": 1,
@@ -244,19 +246,20 @@ def test_csvr_batch_keeps_each_target(files, tmp_path):
 
 
 def test_collapsed_atoms_stop_the_study(files, tmp_path):
-    """A run that ends with two atoms nearer than COLLAPSE_A (here an extra Li put 0.1 Å from
-    an O, with a 0.1 fs step so they stay there) is an error naming the run and the atoms."""
+    """A run that ends with two atoms nearer than collapse_distance_A (here an extra Li put
+    0.1 Å from an O, with a 0.1 fs step so they stay there) is an error naming run and atoms."""
     atoms = ase.io.read(files / "li2o.extxyz")
     atoms.append("Li")
     atoms.positions[-1] = atoms.positions[0] + [0.1, 0.0, 0.0]
     ase.io.write(tmp_path / "collapsed.extxyz", atoms)
     data = base_config(systems={"bad": {"file": str(tmp_path / "collapsed.extxyz")}},
-                       timestep_fs=0.1, temperatures_K=[300])
+                       timestep_fs=0.1, temperatures_K=[300], collapse_distance_A=0.5)
     cfg = load_study(write(files, data, "collapsed.yaml"))
     [batch] = plan(cfg)
     structure = build_system(cfg.systems["bad"], seed=0)
-    with pytest.raises(SimulationError, match=r"^bad-300K: atoms 0 \(O\) and 96 \(Li\) are 0\.1\d "
-                                              r"Å apart at the end of the run \(1 pair"):
+    with pytest.raises(SimulationError, match=r"^bad-300K: atoms 0 \(O\) and 96 \(Li\) are "
+                       r"0\.1\d Å apart at the end of the run \(1 pair\(s\) closer than "
+                       r"collapse_distance_A = 0.5 Å\)"):
         run_batch(batch, structure, load_model(cfg.model.file), cfg, tmp_path, "cpu")
     assert (tmp_path / "bad-300K" / "traj.h5").is_file()  # kept for inspection
 
