@@ -63,7 +63,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -75,7 +74,15 @@ from pydantic import (
     model_validator,
 )
 
-from .config import NonNegative, NonNegativeInt, Positive, PositiveInt, check_device
+from .config import (
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    PositiveInt,
+    check_device,
+    read_yaml,
+    require_mapping,
+)
 from .errors import InputError
 from .files import write_atomic
 
@@ -275,21 +282,7 @@ MIN_FRAMES = _min_frames()
 def load_study(path) -> StudyConfig:
     """Read and validate a study config; errors are InputError ``FILE: key.path: message``."""
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise InputError(f"{source}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: cannot read config: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise InputError(f"{source}: invalid YAML: {where}{getattr(exc, 'problem', exc)}") \
-            from None
-    if not isinstance(data, dict):
-        what = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise InputError(f"{source}: expected a mapping of config keys, got {what}")
+    data = require_mapping(read_yaml(source), source)
     try:
         cfg = StudyConfig.model_validate(data)
     except ValidationError as exc:
