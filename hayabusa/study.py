@@ -83,7 +83,7 @@ from .config import (
     read_yaml,
     require_mapping,
 )
-from .errors import InputError
+from .errors import InputError, SimulationError
 from .files import write_atomic
 
 CONFIG_NAME = "config.yaml"
@@ -593,23 +593,29 @@ def run_batch(batch: Batch, structure: Structure, model, cfg: StudyConfig, out: 
             "katom_steps_per_s": rate * state.n_atoms / 1e3}
 
 
-def check_collapse(state, names: list[str], out: Path, limit: float) -> None:
-    """SimulationError naming the run and the atoms if two atoms of a system are closer than
-    ``limit`` Å (minimum image)."""
+def collapsed_pair(atoms, limit: float) -> str | None:
+    """A description of the closest pair of ``atoms`` if it is nearer than ``limit`` Å
+    (minimum image), else None."""
     from ase.neighborlist import neighbor_list
 
-    from .errors import SimulationError
+    i, j, d = neighbor_list("ijd", atoms, limit)
+    if not len(d):
+        return None
+    k = int(d.argmin())
+    sym = atoms.get_chemical_symbols()
+    return (f"atoms {i[k]} ({sym[i[k]]}) and {j[k]} ({sym[j[k]]}) are {d[k]:.2f} Å apart "
+            f"({len(d) // 2} pair(s) closer than collapse_distance_A = {limit:g} Å): the "
+            f"potential let atoms collapse")
 
+
+def check_collapse(state, names: list[str], out: Path, limit: float) -> None:
+    """SimulationError naming the run and the atoms if two atoms of a finished run are
+    closer than ``limit`` Å."""
     for name, atoms in zip(names, state.to_atoms(), strict=True):
-        i, j, d = neighbor_list("ijd", atoms, limit)
-        if len(d):
-            k = int(d.argmin())
-            sym = atoms.get_chemical_symbols()
-            raise SimulationError(
-                f"{name}: atoms {i[k]} ({sym[i[k]]}) and {j[k]} ({sym[j[k]]}) are {d[k]:.2f} Å "
-                f"apart at the end of the run ({len(d) // 2} pair(s) closer than "
-                f"collapse_distance_A = {limit:g} Å): the potential let atoms collapse, so the "
-                f"run is unphysical; its trajectory is in {out / name}")
+        pair = collapsed_pair(atoms, limit)
+        if pair is not None:
+            raise SimulationError(f"{name}: at the end of the run {pair}, so the run is "
+                                  f"unphysical; its trajectory is in {out / name}")
 
 
 def relax(structure: Structure, model, cfg: StudyConfig, device) -> tuple[bool, int, float]:
@@ -741,6 +747,10 @@ def run_study(config_path, output=None, overwrite: bool = False, device: str | N
                 converged, steps, fmax = relax(structure, model, cfg, dev)
                 _say(progress, f"{name}: FIRE {'converged' if converged else 'stopped'} after "
                      f"{steps} steps, max force {fmax:.3g} eV/Å")
+                pair = cfg.collapse_distance_A > 0 and \
+                    collapsed_pair(structure.atoms, cfg.collapse_distance_A)
+                if pair:
+                    raise SimulationError(f"systems.{name}: after {steps} FIRE steps {pair}")
             for batch in (b for b in batches if b.system == name):
                 n_atoms = len(structure.atoms) * len(batch.temperatures)
                 perf = run_batch(batch, structure, model, cfg, out, dev, progress)

@@ -246,20 +246,26 @@ def test_csvr_batch_keeps_each_target(files, tmp_path):
 
 
 def test_collapsed_atoms_stop_the_study(files, tmp_path):
-    """A run that ends with two atoms nearer than collapse_distance_A (here an extra Li put
-    0.1 Å from an O, with a 0.1 fs step so they stay there) is an error naming run and atoms."""
+    """Two atoms nearer than collapse_distance_A (here an extra Li put 0.1 Å from an O, with
+    a 0.1 fs step so they stay there) after FIRE or at the end of a run are an error naming
+    the system or run and the atoms."""
     atoms = ase.io.read(files / "li2o.extxyz")
     atoms.append("Li")
     atoms.positions[-1] = atoms.positions[0] + [0.1, 0.0, 0.0]
     ase.io.write(tmp_path / "collapsed.extxyz", atoms)
     data = base_config(systems={"bad": {"file": str(tmp_path / "collapsed.extxyz")}},
-                       timestep_fs=0.1, temperatures_K=[300], collapse_distance_A=0.5)
-    cfg = load_study(write(files, data, "collapsed.yaml"))
+                       timestep_fs=0.1, temperatures_K=[300], collapse_distance_A=0.5,
+                       relax={"fmax_eV_per_A": 1e-6, "max_steps": 3})
+    path = write(files, data, "collapsed.yaml")
+    pair = (r"atoms 0 \(O\) and 96 \(Li\) are 0\.1\d Å apart \(1 pair\(s\) closer than "
+            r"collapse_distance_A = 0.5 Å\): the potential let atoms collapse")
+    with pytest.raises(SimulationError, match=f"^systems.bad: after 3 FIRE steps {pair}$"):
+        run_study(path, tmp_path / "out")
+    assert not (tmp_path / "out" / "bad-300K").exists()  # no MD after a failed relaxation
+    cfg = load_study(path)
     [batch] = plan(cfg)
     structure = build_system(cfg.systems["bad"], seed=0)
-    with pytest.raises(SimulationError, match=r"^bad-300K: atoms 0 \(O\) and 96 \(Li\) are "
-                       r"0\.1\d Å apart at the end of the run \(1 pair\(s\) closer than "
-                       r"collapse_distance_A = 0.5 Å\)"):
+    with pytest.raises(SimulationError, match=f"^bad-300K: at the end of the run {pair}, so"):
         run_batch(batch, structure, load_model(cfg.model.file), cfg, tmp_path, "cpu")
     assert (tmp_path / "bad-300K" / "traj.h5").is_file()  # kept for inspection
 
