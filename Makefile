@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m hayabusa md examples/kalj.yaml --output runs/demo --overwrite
+	$(PY) -m hayabusa study examples/llzo/demo.yaml --output runs/demo --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
