@@ -221,6 +221,12 @@ def test_batched_temperatures_equal_separate_runs(files, tmp_path):
         assert list(a) == [0] and a[0]["positions"].shape == (31, 96, 3)
         assert np.abs(a[0]["positions"] - b[0]["positions"]).max() < 1e-9
         assert np.abs(a[0]["velocities"] - b[0]["velocities"]).max() < 1e-9
+        log_a = read_thermo_log(tmp_path / "batched" / name / "log.hayabusa")
+        log_b = read_thermo_log(tmp_path / "alone" / name / "log.hayabusa")
+        assert log_a["n_atoms"] == log_b["n_atoms"] == 96
+        for column in ("Step", "Temp", "PotEng", "Press", "Econs"):
+            assert np.allclose(log_a["columns"][column], log_b["columns"][column],
+                               rtol=1e-6, atol=0), column
     hot = read_h5md(tmp_path / "batched" / "oxide-900K" / "traj.h5")[0]["velocities"]
     cold = read_h5md(tmp_path / "batched" / "oxide-300K" / "traj.h5")[0]["velocities"]
     assert not np.allclose(hot[0], cold[0])  # different seeds and temperatures
