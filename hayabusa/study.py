@@ -56,7 +56,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -84,7 +83,7 @@ from .config import (
     require_mapping,
 )
 from .errors import InputError, SimulationError
-from .files import write_atomic
+from .files import prepare_output, write_atomic
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "model_metrics.json"
@@ -644,20 +643,6 @@ def earlier_results(out: Path, overwrite: bool) -> list[Path]:
         raise InputError(f"{out} holds results of an earlier study ({names}); pass --overwrite "
                          f"to replace them or --output to choose another directory")
     return old
-
-
-def prepare_output(out: Path, old: list[Path]) -> None:
-    """Remove ``old`` (from ``earlier_results``) and create ``out``."""
-    for p in old:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output directory ({exc.strerror})") \
-            from None
 
 
 def model_metrics(model: ModelFiles, metadata: dict | None = None) -> dict | None:

@@ -14,6 +14,7 @@ from ase.units import kB
 from hayabusa import load_model
 from hayabusa.cli import main
 from hayabusa.errors import InputError, SimulationError
+from hayabusa.files import prepare_output
 from hayabusa.md.trajectory import read_h5md
 from hayabusa.models import DeepPotSE, save_model
 from hayabusa.study import (
@@ -26,7 +27,6 @@ from hayabusa.study import (
     load_study,
     model_metrics,
     plan,
-    prepare_output,
     run_batch,
     run_study,
 )
