@@ -208,6 +208,10 @@ def test_segregation_plot(tmp_path):
     assert_png_not_blank(tmp_path / "seg.png")
     with pytest.raises(InputError, match="li_density_rel: 3 values for 10 distances"):
         plot_segregation(x, rho[:3], tmp_path / "bad.png")
+    gap = [4.0, None, 3.6] + [3.5] * 7  # a window without Zr (null in analysis.json)
+    fig = plot_segregation(x, rho, tmp_path / "gap.png", li_per_zr=gap)
+    drawn = fig.axes[1].lines[0].get_ydata()
+    assert np.isnan(drawn[1]) and drawn[0] == 4.0 and drawn[2] == 3.6
 
 
 # ------------------------------------------------------------------------------- report
@@ -265,7 +269,7 @@ def run_entry(name, temperature, d, seg=None):
 
 SEGREGATION = {"normal_axis": 2, "gb_planes_A": [1.8, 5.4],
                "distance_A": [0.5, 1.5], "li_density_rel": [1.6, 1.0],
-               "li_per_zr": [4.1, 3.5], "gibbs_excess_per_A2": 0.0372,
+               "li_per_zr": [4.1, None], "gibbs_excess_per_A2": 0.0372,
                "gibbs_excess_err_per_A2": 0.0045}
 EA, EA_ERR, D0, D300 = 0.3123, 0.0251, 2.5e-3, 1.23e-8
 

@@ -109,8 +109,8 @@ def plot_arrhenius(series: Mapping[str, Mapping], path, *,
 
 def plot_segregation(distance_A, li_density_rel, path, *, li_per_zr=None,
                      title: str = "") -> Figure:
-    """Li density relative to the bulk (left axis) and Li/Zr per slab (right axis, optional)
-    against the distance to the nearest grain-boundary plane (Å)."""
+    """Li density relative to the bulk (left axis) and Li/Zr per slab (right axis, optional;
+    None where a slab has no Zr) against the distance to the nearest grain-boundary plane (Å)."""
     x = _array(distance_A, "distance_A")
     rho = _array(li_density_rel, "li_density_rel")
     if rho.shape != x.shape:
@@ -122,7 +122,8 @@ def plot_segregation(distance_A, li_density_rel, path, *, li_per_zr=None,
     ax.set_xlabel("distance to nearest GB plane (Å)")
     ax.set_ylabel("Li density / bulk")
     if li_per_zr is not None:
-        ratio = _array(li_per_zr, "li_per_zr")
+        # a slab window without Zr has no ratio (null in analysis.json): a gap in the line
+        ratio = np.array([np.nan if v is None else v for v in li_per_zr], dtype=float)
         if ratio.shape != x.shape:
             raise InputError(f"li_per_zr: {ratio.size} values for {x.size} distances")
         right = ax.twinx()

@@ -86,7 +86,7 @@ class _Segregation(_Model):
     gb_planes_A: list[float]
     distance_A: list[float]
     li_density_rel: list[float]
-    li_per_zr: list[float] | None = None
+    li_per_zr: list[float | None] | None = None  # None: a window without Zr
     gibbs_excess_per_A2: float | None = None
     gibbs_excess_err_per_A2: float | None = None
 
