@@ -1,5 +1,6 @@
 """Model files: one file with weights, architecture config, species, cutoff, units, package
-version and a checksum. Loading a corrupt or incompatible file is a ModelError."""
+version, metadata (e.g. what the training labels are; ``model.metadata`` after loading) and a
+checksum. Loading a corrupt or incompatible file is a ModelError."""
 
 from __future__ import annotations
 
@@ -21,24 +22,31 @@ def _classes() -> dict:
     return {"DeepPotSE": DeepPotSE}
 
 
-def _checksum(config: dict, weights: dict) -> str:
+def _checksum(config: dict, weights: dict, metadata: dict | None = None) -> str:
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    if metadata:  # files without metadata keep the checksum they always had
+        h.update(json.dumps(metadata, sort_keys=True).encode())
     for name in sorted(weights):
         h.update(name.encode())
         h.update(weights[name].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
-def save_model(model, path) -> Path:
-    """Write ``model`` atomically (temporary file + rename)."""
+def save_model(model, path, metadata: dict | None = None) -> Path:
+    """Write ``model`` atomically (temporary file + rename). ``metadata``: a JSON-serialisable
+    dict (e.g. what the training labels are), covered by the checksum; default the model's
+    own ``metadata`` attribute, if any."""
     from .. import __version__
 
     path = Path(path)
+    if metadata is None:
+        metadata = getattr(model, "metadata", None) or {}
+    metadata = json.loads(json.dumps(metadata))  # plain JSON types, or TypeError now
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": __version__, "class": type(model).__name__,
                "config": model.config, "units": "metal", "cutoff": model.cutoff,
-               "species": list(model.species), "weights": weights,
-               "checksum": _checksum(model.config, weights)}
+               "species": list(model.species), "weights": weights, "metadata": metadata,
+               "checksum": _checksum(model.config, weights, metadata)}
     return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -57,7 +65,8 @@ def load_model(path, device="cpu"):
     if cls is None:
         raise ModelError(f"{path}: unknown model class {payload.get('class')!r} (written by "
                          f"hayabusa {payload.get('version')})")
-    if _checksum(payload["config"], payload["weights"]) != payload["checksum"]:
+    metadata = payload.get("metadata") or {}
+    if _checksum(payload["config"], payload["weights"], metadata) != payload["checksum"]:
         raise ModelError(f"{path}: checksum mismatch — the file is corrupt")
     model = cls(**payload["config"])
     try:
@@ -65,4 +74,5 @@ def load_model(path, device="cpu"):
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not fit the stored architecture "
                          f"({str(exc).splitlines()[0]})") from None
+    model.metadata = metadata
     return model.to(device).eval()
