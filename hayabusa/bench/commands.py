@@ -67,6 +67,10 @@ def _time_peers(names, atoms_list, ours: dict, device, ensemble, args, temperatu
     return rows
 
 
+def _write_json(path, report: dict) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+
+
 def run_bench(args) -> int:
     try:
         device = resolve_device(check_device(args.device))
@@ -85,7 +89,7 @@ def run_bench(args) -> int:
                                "precisions": args.precisions, "sel": args.sel},
                   **run_model_bench(args, device, env)}
         if args.json:
-            write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+            _write_json(args.json, report)
         return 0
     peers = _peers(args.peers, PEERS)
     rows, peer_rows = [], []
@@ -126,7 +130,7 @@ def run_bench(args) -> int:
             if "missing" in r:
                 print(f"peer {r['peer']}: not run — {r['missing']}")
     if args.json:
-        write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+        _write_json(args.json, report)
     return 0
 
 

@@ -74,13 +74,11 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
             "neighbor_list": nl.kind, "neighbor_capacity": nl.capacity}
 
 
-def hayabusa_training(precision: str, device, steps: int, sizes: dict, frames: int = 32,
-                      atoms_per_frame: int = 108, batch_atoms: int = 1024) -> dict:
-    """Frames per second of DeepPot-SE training (energy + force loss, Adam) on EMT Cu."""
+def emt_copper_frames(frames: int = 32, atoms_per_frame: int = 108) -> list:
+    """Labelled frames of rattled fcc Cu (EMT energy and forces) for training timings."""
     from ase.calculators.emt import EMT
 
     from ..train.data import Frame
-    from ..train.trainer import Trainer, TrainSettings
 
     data = []
     for k in range(frames):
@@ -88,10 +86,20 @@ def hayabusa_training(precision: str, device, steps: int, sizes: dict, frames: i
         atoms.calc = EMT()
         data.append(Frame(atoms, atoms.get_potential_energy(), atoms.get_forces(), None,
                           f"emt:{k}"))
+    return data
+
+
+def hayabusa_training(data: list, precision: str, device, steps: int, sizes: dict,
+                      batch_atoms: int = 1024) -> dict:
+    """Frames per second of DeepPot-SE training (energy + force loss, Adam) on ``data``
+    (frames of equal size)."""
+    from ..train.trainer import Trainer, TrainSettings
+
     torch.manual_seed(0)
     model = DeepPotSE([29], precision=precision, **sizes)
     trainer = Trainer(model, data, data[:2], TrainSettings(total_steps=steps + 2,
                                                           batch_atoms=batch_atoms), device)
+    atoms_per_frame = len(data[0].atoms)
     per_batch = batch_atoms // atoms_per_frame
     seconds = _timed(trainer.train_step, steps, device)
     return {"engine": "hayabusa", "precision": precision, "frames_per_s": per_batch / seconds,
@@ -212,8 +220,9 @@ def run_model_bench(args, device, env) -> dict:
             md_rows.append(ours)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    data = emt_copper_frames()  # labelled once, trained on in every precision
     for precision in precisions:
-        train_rows.append(hayabusa_training(precision, device, args.train_steps, sizes))
+        train_rows.append(hayabusa_training(data, precision, device, args.train_steps, sizes))
     print(f"\nDeepPot-SE se_e2_a, fcc Cu, r_cut {sizes['r_cut']} Å, embedding "
           f"{list(sizes['embedding'])}, axis {sizes['axis_neurons']}, fitting "
           f"{list(sizes['fitting'])}; NVE 1 fs, skin {args.skin} Å")
