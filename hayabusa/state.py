@@ -12,8 +12,10 @@ from dataclasses import dataclass, fields
 
 import ase
 import ase.data
+
 import numpy as np
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from .errors import InputError
 from .units import UnitSystem, get_units
@@ -198,10 +200,36 @@ class State:
                 )
 
 
+# system_idx tensor → atoms per system when all systems have that many atoms, else 0. Filled
+# on first use (one host sync, never during CUDA-graph capture); keyed weakly by the tensor.
+_UNIFORM_SIZE = WeakTensorKeyDictionary()
+
+
+def _uniform_size(system_idx: torch.Tensor, n_systems: int) -> int:
+    size = _UNIFORM_SIZE.get(system_idx)
+    if size is None:
+        if system_idx.is_cuda and torch.cuda.is_current_stream_capturing():
+            return 0
+        n = system_idx.shape[0]
+        size = n // n_systems if n % n_systems == 0 and bool(torch.equal(
+            system_idx, torch.arange(n_systems, device=system_idx.device).repeat_interleave(
+                n // n_systems))) else 0
+        _UNIFORM_SIZE[system_idx] = size
+    return size
+
+
 def sum_over_systems(values: torch.Tensor, system_idx: torch.Tensor, n_systems: int):
-    """Sum per-atom values [N, ...] into per-system float64 totals [S, ...]."""
+    """Sum per-atom values [N, ...] into per-system float64 totals [S, ...].
+
+    Systems of equal size are summed as a [S, N/S, ...] view: deterministic, and on a GPU far
+    faster than an index_add, whose atomics all hit the same few addresses (1.8 ms for one
+    system of 10⁶ atoms on an H200)."""
+    values = values.to(torch.float64)
+    size = _uniform_size(system_idx, n_systems) if values.shape[0] else 0
+    if size:
+        return values.reshape(n_systems, size, *values.shape[1:]).sum(1)
     out = torch.zeros((n_systems, *values.shape[1:]), dtype=torch.float64, device=values.device)
-    return out.index_add_(0, system_idx, values.to(torch.float64))
+    return out.index_add_(0, system_idx, values)
 
 
 def orthonormal_complement(periodic_rows: np.ndarray) -> np.ndarray:

@@ -129,6 +129,19 @@ def test_cpu_embedding_path_equals_the_dense_path(model):
     assert torch.allclose(g_dense, g_compact, rtol=1e-6, atol=1e-7)
 
 
+def test_compact_and_dense_paths_give_the_same_energy_and_forces(model, monkeypatch):
+    """The compact path (index lists, eager) and the dense one (inside a CUDA graph) run the
+    same networks on the same pairs and atoms."""
+    atoms = rattled_cell(seed=5)
+    state = State.from_atoms(atoms, species=model.species)
+    neighbors = NeighborList(model.cutoff, skin=1.0).build(state)
+    compact = model(state, neighbors)
+    monkeypatch.setattr(model, "host_sync_allowed", lambda x: False)
+    dense = model(state, neighbors)
+    assert torch.allclose(compact.atom_energy, dense.atom_energy, rtol=0, atol=1e-6)
+    assert torch.allclose(compact.forces, dense.forces, rtol=0, atol=1e-5)
+
+
 def test_recorded_test_metrics_match_reevaluation(model, metrics):
     frames = load_frames(DATASET)
     assert len(frames) == metrics["dataset"]["frames"]
