@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import ase
 import numpy as np
-from pymatgen.core import Lattice, Structure
-from pymatgen.core.interface import GrainBoundaryGenerator
 
 from ..errors import InputError
 from .checks import FORMAL_CHARGES, check_structure, close_pairs, element_counts, net_charge
 from .llzo import BCC_PRIMITIVE, BULK_MIN_DISTANCE, CUBIC_A, cubic_llzo
+
+if TYPE_CHECKING:  # pymatgen is imported only where a bicrystal is built (it is a large
+    from pymatgen.core import Structure  # import, and absent from the lent GPU image)
 
 #: supported symmetric tilt GBs: (Σ, plane) → (rotation axis, angle in degrees). Σ5(310)[001]:
 #: 2·atan(1/3) = 36.87°; Σ3(112)[1-10]: 2·atan(√2) = 109.47° (both in pymatgen's
@@ -54,6 +56,8 @@ REMOVAL_ORDER = ("Li", "O", "La", "Zr")
 
 def _wrap(structure: Structure, matrix=None) -> Structure:
     """Fractional coordinates wrapped into [0, 1) (optionally on another lattice matrix)."""
+    from pymatgen.core import Lattice, Structure
+
     frac = structure.frac_coords % 1.0
     frac[np.isclose(frac, 1.0)] = 0.0
     lattice = Lattice(structure.lattice.matrix if matrix is None else matrix)
@@ -65,6 +69,9 @@ def _bicrystal(bulk: Structure, axis, angle: float, plane, expand_times: int) ->
     """The two-grain cell of ``gb_from_parameters(normal=True, vacuum_thickness=0,
     ab_shift=(0, 0), rm_ratio=0)`` for a primitive bcc-lattice ``bulk``; site properties are
     carried over and ``grain`` is added (0 bottom, 1 top)."""
+    from pymatgen.core import Structure
+    from pymatgen.core.interface import GrainBoundaryGenerator
+
     kwargs = dict(trans_cry=BCC_PRIMITIVE, lat_type="c", surface=plane, max_search=20)
     t1, t2 = GrainBoundaryGenerator.get_trans_mat(axis, angle, normal=True, **kwargs)
     top = _wrap(bulk * t1)
@@ -190,6 +197,8 @@ def llzo_grain_boundary(
     min_distance = GB_MIN_DISTANCE if min_distance is None else min_distance
     axis, angle = SYMMETRIC_TILT[key]
     primitive = cubic_llzo(a=a, seed=seed, primitive=True)
+    from pymatgen.core import Structure
+
     bulk = Structure(primitive.cell[:], primitive.get_chemical_symbols(), primitive.positions,
                      coords_are_cartesian=True,
                      site_properties={"tag": primitive.get_tags().tolist()})
