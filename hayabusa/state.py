@@ -12,7 +12,6 @@ from dataclasses import dataclass, fields
 
 import ase
 import ase.data
-
 import numpy as np
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary

@@ -115,6 +115,24 @@ def test_fused_lj_kernel_equals_pytorch_path(truncation, precision):
     assert torch.allclose(fused.energy, ref.energy, rtol=tol * 10)
 
 
+@pytest.mark.parametrize("truncation", ["none", "shift"])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_fused_one_type_lj_kernel_equals_pytorch_path(truncation, precision):
+    """One type: the kernel's scalar pair constants; no force shift: no square root."""
+    from hayabusa.bench.problems import lj_liquid
+    from hayabusa.neighbors.min_image import MinImageNeighborList
+    from hayabusa.potentials import LennardJones
+
+    state = State.from_atoms(lj_liquid(4000), units="lj").to("cuda")
+    state.positions.add_(0.05 * torch.randn_like(state.positions))
+    nl = MinImageNeighborList(2.5, 0.3).build(state)
+    pot = LennardJones(1.0, 1.0, 2.5, truncation, precision=precision).to("cuda")
+    fused, ref = pot(state, nl), pot(state, nl, compute_stress=True)
+    tol = 1e-12 if precision == "float64" else 2e-6
+    assert (fused.forces - ref.forces).abs().max() < tol * ref.forces.abs().max()
+    assert torch.allclose(fused.energy, ref.energy, rtol=tol * 10)
+
+
 def test_graph_blocks_on_fused_path_follow_eager_cell_list():
     def run(backend, block_steps):
         from hayabusa.builders import kob_andersen_mixture
@@ -129,4 +147,6 @@ def test_graph_blocks_on_fused_path_follow_eager_cell_list():
 
     eager, fused = run("cell", 0), run("auto", 10)
     assert fused.forces.neighbors.kind == "min_image" and fused.blocks.graph is not None
+    assert fused.blocks.build_graph is not None  # the list is rebuilt by its own graph …
+    assert fused.forces.neighbors.n_builds < fused.blocks.replays  # … only when needed
     assert (eager.state.positions - fused.state.positions).abs().max() < 1e-9

@@ -1,16 +1,18 @@
 """StepBlocks: a fixed number of MD steps with no host synchronisation, replayed as one CUDA
 graph on a GPU.
 
-A list that can build itself on the device (MinImageNeighborList on a GPU) is rebuilt at the
-start of every block, inside the graph. Other lists are checked before a block (one host
-sync) and rebuilt if an atom has moved more than skin/2 since the build, or will have by the
-end of the block judging by how fast that displacement grew in the last block. During the
-block every force evaluation ORs "an atom moved more than skin/2 since the build" into a
-device flag, and the block starts by copying the state, the thermostat variables and the
-incoming forces into backup buffers. If the flag is set after the block, the block is undone
-from the backup, the list is rebuilt and the same steps are redone one by one with a check at
-every step. A block therefore never runs on a stale list (no dangerous builds), and the only
-host syncs are one or two flag reads per block.
+Before a block the list is rebuilt if an atom has moved more than skin/2 since the build, or
+will have by the end of the block judging by how fast that displacement grew in the last
+block. A list that builds itself on the device (MinImageNeighborList on a GPU) is rebuilt by
+replaying a second CUDA graph that holds only the build; other lists build on the host. So a
+list is built only when it is needed, not at every block. During the block every force
+evaluation ORs "an atom moved more than skin/2 since the build" into a device flag, and the
+block starts by copying the state, the thermostat variables and the incoming forces into
+backup buffers. The block ends by writing that flag, an overflow of the list and the largest
+displacement since the build into one status tensor, which the host reads (the one host sync
+per block). If the flag is set, the block is undone from the backup, the list is rebuilt and
+the same steps are redone one by one with a check at every step. A block therefore never runs
+on a stale list (no dangerous builds).
 
 Integrators that draw random numbers (Langevin, CSVR) run their blocks without a CUDA graph:
 their generator state is saved on the host for the undo.
@@ -34,12 +36,15 @@ class StepBlocks:
         self.uses_rng = hasattr(integrator, "generator")
         self.cuda_graph = cuda_graph and not self.uses_rng
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.build_graph: torch.cuda.CUDAGraph | None = None
         self._key = None
         self.replays = 0
         self.undone = 0
-        self._moved_before = 0.0  # largest displacement since the build, at the last block
+        self._moved: float | None = None  # largest displacement since the build, block end
+        self._moved_at = None  # (positions' version, list builds) when _moved was read
+        self._moved_before = 0.0  # the same at the end of the block before
         nl = forces.neighbors
-        self.rebuild_inside = self.cuda_graph and hasattr(nl, "build_async")
+        self.build_on_device = self.cuda_graph and hasattr(nl, "build_async")
 
     # ----------------------------------------------------------------- buffers
     def _live(self, state) -> list[torch.Tensor]:
@@ -47,39 +52,45 @@ class StepBlocks:
         return [state.positions, state.velocities, *self.integrator.variables().values(),
                 self._forces, self._energy]
 
-    def _prepare(self, state, result) -> None:
+    def _prepare(self, state) -> None:
+        """(Re)allocate the buffers and drop the graphs when a tensor they read was replaced."""
         nl = self.forces.neighbors
         read = [state.positions, state.velocities, *self.integrator.variables().values(),
                 *(nl.buffers() if nl is not None else ())]
-        key = tuple(t.data_ptr() for t in read)
+        key = tuple(0 if t is None else t.data_ptr() for t in read)
         if key != self._key:  # first block, or a buffer was replaced (restart, list grew)
             self._key = key
-            self.graph = None
-            self._forces = torch.empty_like(result.forces)
-            self._energy = torch.empty_like(result.energy)
-            self._overrun = torch.zeros((), dtype=torch.bool, device=state.device)
+            self.graph = self.build_graph = None
+            self._forces = torch.empty_like(state.positions)
+            self._energy = torch.zeros(state.n_systems, dtype=torch.float64,
+                                       device=state.device)
+            self._overrun = torch.zeros((), dtype=torch.int32, device=state.device)
+            # [stale or overflowed (0/1), largest squared displacement since the build]
+            self._status = torch.zeros(2, dtype=torch.float64, device=state.device)
             self._backup = [torch.empty_like(t) for t in self._live(state)]
-        self._forces.copy_(result.forces)
-        self._energy.copy_(result.energy)
+            self._moved = None
 
     # -------------------------------------------------------------------- body
     def _compute(self, state) -> PotentialResult:
         nl = self.forces.neighbors
         if nl is not None:
-            torch.logical_or(self._overrun, nl.needs_rebuild(state), out=self._overrun)
+            nl.mark_stale(state, self._overrun)
         return self.forces(state, update=False)
 
     def _body(self, state) -> None:
         for backup, live in zip(self._backup, self._live(state), strict=True):
             backup.copy_(live)
         self._overrun.zero_()
-        if self.rebuild_inside:
-            self.forces.neighbors.build_async(state)
         result = PotentialResult(self._energy, self._forces)
         for _ in range(self.steps):
             result = self.integrator.step(state, result, self._compute)
         self._forces.copy_(result.forces)
         self._energy.copy_(result.energy)
+        nl = self.forces.neighbors
+        if nl is not None:
+            disp2 = ((state.positions - nl.reference_positions) ** 2).sum(-1).max()
+            torch.stack([(self._overrun.bool() | nl.overflow).to(disp2.dtype), disp2],
+                        out=self._status)
 
     def _capture(self, state) -> None:
         self._body(state)  # warm-up outside the graph; undone right away
@@ -94,27 +105,47 @@ class StepBlocks:
             live.copy_(backup)
 
     def _update_list(self, state) -> None:
-        """Rebuild when the list is stale now or likely to be before the block ends (one
-        host sync)."""
+        """Rebuild when the list is stale now or likely to be before the block ends."""
         nl = self.forces.neighbors
         if nl.reference_positions is None or nl.reference_positions.shape != state.positions.shape:
             nl.build(state)
             self._moved_before = 0.0
             return
-        moved = float((state.positions - nl.reference_positions).norm(dim=1).max())
+        # The displacement read at the last block's end holds if nothing moved the atoms or
+        # rebuilt the list since (eager steps bump the positions' version; graphs do not).
+        moved = self._moved if self._moved_at == (state.positions._version, nl.n_builds) \
+            else float((state.positions - nl.reference_positions).norm(dim=1).max())
         growth = max(moved - self._moved_before, 0.0)
-        if bool(nl.overflow) or moved + 1.25 * growth > 0.5 * nl.skin:
-            nl.build(state)
+        if moved + 1.25 * growth > 0.5 * nl.skin:
+            self._build(state)
             moved = 0.0
         self._moved_before = moved
+
+    def _build(self, state) -> None:
+        """Rebuild the list: by replaying the build graph when the list builds on the device."""
+        nl = self.forces.neighbors
+        if not self.build_on_device:
+            nl.build(state)
+            return
+        if self.build_graph is None:
+            nl.build_async(state)  # warm-up outside the graph (the result is the same list)
+            torch.cuda.synchronize(state.device)
+            self.build_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.build_graph):
+                nl.build_async(state)
+        self.build_graph.replay()
+        nl.n_builds += 1
 
     # --------------------------------------------------------------------- run
     def run(self, state, result: PotentialResult) -> PotentialResult:
         """Advance ``self.steps`` steps from ``result`` (forces at the current positions)."""
         nl = self.forces.neighbors
-        if nl is not None and not self.rebuild_inside:
+        if nl is not None:
+            self._prepare(state)
             self._update_list(state)  # a rebuild leaves the forces as they are
-        self._prepare(state, result)
+        self._prepare(state)  # again: the list may have grown
+        self._forces.copy_(result.forces)
+        self._energy.copy_(result.energy)
         rng_state = self.integrator.generator.get_state() if self.uses_rng else None
         if self.cuda_graph:
             if self.graph is None:
@@ -123,14 +154,15 @@ class StepBlocks:
         else:
             self._body(state)
         self.replays += 1
-        if self.rebuild_inside:
-            nl.n_builds += 1
-        bad = self._overrun | nl.overflow if self.rebuild_inside else self._overrun
-        if nl is not None and bool(bad):  # host sync
+        if nl is None:
+            return PotentialResult(self._energy.clone(), self._forces.clone())
+        stale, moved2 = self._status.tolist()  # host sync
+        self._moved, self._moved_at = moved2 ** 0.5, (state.positions._version, nl.n_builds)
+        if stale:
             self.undone += 1
             self._restore(state)
-            if self.rebuild_inside:  # the list of the block start, or a larger one
-                nl.build(state)
+            nl.build(state)  # at the block's starting positions (grows a list that overflowed)
+            self._moved_before = 0.0
             if rng_state is not None:
                 self.integrator.generator.set_state(rng_state)
             result = PotentialResult(self._energy.clone(), self._forces.clone())

@@ -109,6 +109,15 @@ class MinImageNeighborList(VerletList):
         self.reference_positions.copy_(state.positions)
         self.overflow.copy_(self.most[0] > self.capacity)
 
+    def mark_stale(self, state, flag: torch.Tensor) -> None:
+        """As VerletList.mark_stale; on a GPU one Triton kernel instead of five."""
+        if not state.positions.is_cuda:
+            return super().mark_stale(state, flag)
+        from .triton_build import launch_mark_stale
+
+        launch_mark_stale(state.positions, self.reference_positions, flag, state.n_atoms,
+                          (0.5 * self.skin) ** 2)
+
     def _build_reference(self, state) -> None:
         """Fill the list from the PyTorch cell list (CPU and reference path)."""
         pairs = cell_list_pairs(state.positions, state.cell, state.pbc, state.system_idx,

@@ -83,3 +83,25 @@ def launch_build(args: tuple, n_atoms: int) -> None:
         build_kernel[(triton.cdiv(n_atoms, 32),)](*args, BLOCK=32, TILE=32)
     else:
         _build_tuned[lambda meta: (triton.cdiv(n_atoms, meta["BLOCK"]),)](*args)
+
+
+STALE_BLOCK = 1024
+
+
+@triton.jit
+def mark_stale_kernel(pos_ptr, ref_ptr, flag_ptr, n_atoms, limit2, BLOCK: tl.constexpr):
+    """flag = 1 if some atom moved more than sqrt(limit2) since the build (one atomic per
+    program)."""
+    a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = a < n_atoms
+    d2 = tl.zeros([BLOCK], dtype=tl.float64)
+    for c in tl.static_range(3):
+        d = tl.load(pos_ptr + 3 * a + c, mask=live, other=0.0) - \
+            tl.load(ref_ptr + 3 * a + c, mask=live, other=0.0)
+        d2 += d * d
+    tl.atomic_max(flag_ptr, tl.max((d2 > limit2).to(tl.int32), axis=0))
+
+
+def launch_mark_stale(positions, reference, flag, n_atoms: int, limit2: float) -> None:
+    mark_stale_kernel[(triton.cdiv(n_atoms, STALE_BLOCK),)](positions, reference, flag,
+                                                            n_atoms, limit2, BLOCK=STALE_BLOCK)

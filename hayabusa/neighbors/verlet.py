@@ -41,6 +41,11 @@ class VerletList:
         disp2 = ((state.positions - ref) ** 2).sum(-1).max()
         return (disp2 > (0.5 * self.skin) ** 2) | self.overflow
 
+    def mark_stale(self, state, flag: torch.Tensor) -> None:
+        """Set ``flag`` ([] int32, on the device) to 1 if an atom moved more than skin/2
+        since the build; no host synchronisation."""
+        torch.logical_or(flag, self.needs_rebuild(state), out=flag)
+
     def update(self, state) -> bool:
         """Rebuild if needed (one host sync); returns whether it rebuilt."""
         if bool(self.needs_rebuild(state)):

@@ -122,7 +122,8 @@ class LennardJones(PairPotential):
         from .triton_pair import lj_forces
 
         forces, atom_energy = lj_forces(state, neighbors, self.fused_table, self.n_types,
-                                        self.precision == "float32")
+                                        self.precision == "float32",
+                                        self.truncation == "shift_force")
         energy = sum_over_systems(atom_energy, state.system_idx, state.n_systems)
         return PotentialResult(energy=energy, forces=forces, atom_energy=atom_energy)
 

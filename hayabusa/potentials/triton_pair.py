@@ -25,7 +25,10 @@ CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
 @triton.jit
 def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_ptr, table_ptr,
                force_ptr, energy_ptr, n_atoms, n_types, BLOCK: tl.constexpr,
-               TILE: tl.constexpr, ct: tl.constexpr):
+               TILE: tl.constexpr, ct: tl.constexpr, ONE_TYPE: tl.constexpr,
+               FORCE_SHIFT: tl.constexpr):
+    """ONE_TYPE: the pair constants are scalars (no type gathers); FORCE_SHIFT: the force is
+    shifted too (u'(r_c) ≠ 0), otherwise no square root is needed."""
     lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = lane < n_atoms
     i = tl.load(order_ptr + lane, mask=live, other=0)  # row ``lane`` belongs to atom i
@@ -37,7 +40,15 @@ def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_
     ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)[:, None]
     lz = tl.load(box_ptr + 3 * s + 2, mask=live, other=1.0)[:, None]
     ilx, ily, ilz = 1.0 / lx, 1.0 / ly, 1.0 / lz
-    ti = tl.load(type_ptr + i, mask=live, other=0)[:, None]
+    if ONE_TYPE:  # table row 0: 4ε, σ², r_c², r_c, u(r_c), u'(r_c)
+        eps4_1 = tl.load(table_ptr).to(ct)
+        sig2_1 = tl.load(table_ptr + 1).to(ct)
+        rc2_1 = tl.load(table_ptr + 2).to(ct)
+        rc_1 = tl.load(table_ptr + 3).to(ct)
+        uc_1 = tl.load(table_ptr + 4).to(ct)
+        duc_1 = tl.load(table_ptr + 5).to(ct)
+    else:
+        ti = tl.load(type_ptr + i, mask=live, other=0)[:, None]
     count = tl.load(count_ptr + lane, mask=live, other=0)
     fx = tl.zeros([BLOCK], dtype=ct)
     fy = tl.zeros([BLOCK], dtype=ct)
@@ -54,22 +65,28 @@ def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_
         dy = (dy - ly * tl.floor(dy * ily + 0.5)).to(ct)
         dz = (dz - lz * tl.floor(dz * ilz + 0.5)).to(ct)
         r2 = dx * dx + dy * dy + dz * dz
-        tj = tl.load(type_ptr + j, mask=ok, other=0)
-        p = 6 * (ti * n_types + tj)  # table row: 4ε, σ², r_c², r_c, u(r_c), u'(r_c)
-        eps4 = tl.load(table_ptr + p, mask=ok, other=0.0).to(ct)
-        sig2 = tl.load(table_ptr + p + 1, mask=ok, other=1.0).to(ct)
-        rc2 = tl.load(table_ptr + p + 2, mask=ok, other=0.0).to(ct)
-        rc = tl.load(table_ptr + p + 3, mask=ok, other=0.0).to(ct)
-        uc = tl.load(table_ptr + p + 4, mask=ok, other=0.0).to(ct)
-        duc = tl.load(table_ptr + p + 5, mask=ok, other=0.0).to(ct)
+        if ONE_TYPE:
+            eps4, sig2, rc2, rc, uc, duc = eps4_1, sig2_1, rc2_1, rc_1, uc_1, duc_1
+        else:
+            p = 6 * (ti * n_types + tl.load(type_ptr + j, mask=ok, other=0))
+            eps4 = tl.load(table_ptr + p, mask=ok, other=0.0).to(ct)
+            sig2 = tl.load(table_ptr + p + 1, mask=ok, other=1.0).to(ct)
+            rc2 = tl.load(table_ptr + p + 2, mask=ok, other=0.0).to(ct)
+            rc = tl.load(table_ptr + p + 3, mask=ok, other=0.0).to(ct)
+            uc = tl.load(table_ptr + p + 4, mask=ok, other=0.0).to(ct)
+            duc = tl.load(table_ptr + p + 5, mask=ok, other=0.0).to(ct)
         within = ok & (r2 < rc2)
         r2 = tl.where(within, r2, 1.0)
-        r = tl.sqrt(r2)
-        s6 = sig2 / r2
+        inv_r2 = 1.0 / r2
+        s6 = sig2 * inv_r2
         s6 = s6 * s6 * s6
-        u = eps4 * (s6 * s6 - s6) - uc - (r - rc) * duc
-        du = -6.0 * eps4 * (2.0 * s6 * s6 - s6) / r - duc
-        f_over_r = tl.where(within, du / r, 0.0)
+        u = eps4 * (s6 * s6 - s6) - uc
+        f_over_r = -6.0 * eps4 * (2.0 * s6 * s6 - s6) * inv_r2  # u'(r)/r
+        if FORCE_SHIFT:
+            r = tl.sqrt(r2)
+            u -= (r - rc) * duc
+            f_over_r -= duc / r
+        f_over_r = tl.where(within, f_over_r, 0.0)
         fx += tl.sum(f_over_r * dx, axis=1)
         fy += tl.sum(f_over_r * dy, axis=1)
         fz += tl.sum(f_over_r * dz, axis=1)
@@ -83,19 +100,22 @@ def _lj_kernel(pos_ptr, sys_ptr, box_ptr, type_ptr, order_ptr, index_ptr, count_
 _lj_tuned = triton.autotune(configs=CONFIGS, key=["n_atoms"])(_lj_kernel)
 
 
-def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool):
+def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool,
+              force_shift: bool):
     """Forces [N, 3] and atom energies [N] (float64) from the fused kernel.
 
-    ``table`` [T·T, 6] float64 rows (4ε, σ², r_c², r_c, u(r_c), u'(r_c)) per type pair."""
+    ``table`` [T·T, 6] float64 rows (4ε, σ², r_c², r_c, u(r_c), u'(r_c)) per type pair;
+    ``force_shift``: u'(r_c) is subtracted (truncation "shift_force")."""
     n = state.n_atoms
     forces = torch.empty(n, 3, dtype=torch.float64, device=state.device)
     energy = torch.empty(n, dtype=torch.float64, device=state.device)
     box = torch.diagonal(state.cell, dim1=1, dim2=2).contiguous()
     args = (state.positions, state.system_idx, box, state.type_ids, neighbors.order,
             neighbors.index, neighbors.count, table, forces, energy, n, n_types)
-    ct = tl.float32 if float32 else tl.float64
+    meta = {"ct": tl.float32 if float32 else tl.float64, "ONE_TYPE": n_types == 1,
+            "FORCE_SHIFT": force_shift}
     if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter cannot autotune
-        _lj_kernel[(triton.cdiv(n, 32),)](*args, BLOCK=32, TILE=32, ct=ct)
+        _lj_kernel[(triton.cdiv(n, 32),)](*args, BLOCK=32, TILE=32, **meta)
     else:
-        _lj_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](*args, ct=ct)
+        _lj_tuned[lambda m: (triton.cdiv(n, m["BLOCK"]),)](*args, **meta)
     return forces, energy
