@@ -555,6 +555,22 @@ def test_analyze_run_writes_the_schema(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bulk-900K" in out and "Arrhenius bulk: Ea =" in out
 
+    # fewer blocks and a longer fit window: recorded in settings, D still the random walk's
+    assert main(["analyze", str(tmp_path), "--overwrite", "--blocks", "3",
+                 "--fit-window", "0.2,0.8"]) == 0
+    again = json.loads((tmp_path / "analysis.json").read_text())
+    assert again["settings"]["n_blocks"] == 3
+    assert again["settings"]["fit_window_fraction_of_block"] == [0.2, 0.8]
+    for r in again["runs"]:
+        truth = (D_600 if r["temperature_K"] == 600 else d_900) * 1e-4
+        assert abs(r["diffusion"]["Li"]["D_cm2_s"] / truth - 1) < 0.25
+    assert r["diffusion"]["Li"]["D_cm2_s"] != runs[r["name"]]["diffusion"]["Li"]["D_cm2_s"]
+    for bad, message in ((["--blocks", "1"], "blocks: expected an integer >= 2"),
+                         (["--fit-window", "0.5,0.2"], "fit window: expected fractions"),
+                         (["--fit-window", "half"], "--fit-window: expected LO,HI")):
+        assert main(["analyze", str(tmp_path), "--overwrite", *bad]) == 2
+        assert message in capsys.readouterr().err
+
 
 # ---------------------------------------------------------------------------- bad input
 def test_bad_input_is_a_one_line_input_error(tmp_path):

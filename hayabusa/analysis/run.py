@@ -42,7 +42,9 @@ How each number is made:
 - ``diffusion``/``charge_diffusion``: straight-line fit (OLS with intercept) of the Li tracer
   MSD / the Li collective MSD (|Σ Δr|²/N) over lags of 10–50 % of one fifth of the run; error:
   standard error over 5 consecutive time blocks fitted over the same lags
-  (``diffusion.tracer_diffusion``).
+  (``diffusion.tracer_diffusion``). The number of blocks and the fit window (fractions of a
+  block) can be changed (``analyze_run(n_blocks=, fit_window=)``, ``hayabusa analyze --blocks
+  --fit-window``): short runs whose MSD is still caged at 10–50 % of a fifth need longer lags.
 - ``conductivity``: Nernst–Einstein with Li⁺ (z = 1), the mean cell volume and the run
   temperature: ``sigma_S_cm`` from the charge D (error from its block error),
   ``sigma_tracer_S_cm`` from the tracer D; ``haven_ratio`` = D_tracer / D_charge.
@@ -135,7 +137,7 @@ def _spread(n_frames: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_frames - 1, min(n, n_frames)).round().astype(int))
 
 
-def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+def analyze_one(run: Path, settings: dict = SETTINGS) -> tuple[dict, np.ndarray, np.ndarray]:
     """(entry of ``runs``, Li density grid, mean cell) for one run directory."""
     meta = _read_run_json(run / "run.json")
     traj_path = run / "traj.h5"
@@ -147,9 +149,10 @@ def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     is_li = symbols == _LI
     if not is_li.any():
         raise InputError(f"{traj_path}: no Li atoms to analyse")
-    if f < 2 * SETTINGS["n_blocks"] * 3:
-        raise InputError(f"{traj_path}: {f} frames; the analysis needs at least "
-                         f"{6 * SETTINGS['n_blocks']}")
+    n_blocks = settings["n_blocks"]
+    if f < 6 * n_blocks:
+        raise InputError(f"{traj_path}: {f} frames; the analysis with {n_blocks} blocks needs "
+                         f"at least {6 * n_blocks}")
     temperature = float(meta["temperature_K"])
     x = remove_drift(traj.positions, ~is_li)
     cell = traj.cell
@@ -157,13 +160,12 @@ def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     volume = float(np.abs(np.linalg.det(cell)).mean())
 
     msd = msd_by_species(x, symbols)
-    stride = max(1, math.ceil(f / SETTINGS["msd_max_points"]))
+    stride = max(1, math.ceil(f / settings["msd_max_points"]))
     msd_out = {"time_ps": _floats(time_ps[::stride])}
     msd_out.update({s: _floats(select_axes(m, "xyz")[::stride]) for s, m in msd.items()})
 
-    n_blocks = SETTINGS["n_blocks"]
     block_span = (f // n_blocks - 1) * (time_ps[1] - time_ps[0])
-    lo, hi = SETTINGS["fit_window_fraction_of_block"]
+    lo, hi = settings["fit_window_fraction_of_block"]
     window = (lo * block_span, hi * block_span)
     li = x[:, is_li]
     tracer = tracer_diffusion(li, time_ps, n_blocks, window)
@@ -174,12 +176,12 @@ def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     sigma_tracer = nernst_einstein(tracer.D_cm2_s, n_li, volume, temperature)
     haven, _ = haven_ratio(tracer, charge)
 
-    frames = _spread(f, SETTINGS["structure_frames"])
+    frames = _spread(f, settings["structure_frames"])
     present = set(symbols.tolist())
-    pairs = [tuple(p.split("-")) for p in SETTINGS["rdf_pairs"]]
+    pairs = [tuple(p.split("-")) for p in settings["rdf_pairs"]]
     pairs = [p for p in pairs if set(p) <= present]
-    r, g = rdf(x[frames], cell[frames], symbols, pairs, SETTINGS["rdf_r_max_A"],
-               SETTINGS["rdf_dr_A"])
+    r, g = rdf(x[frames], cell[frames], symbols, pairs, settings["rdf_r_max_A"],
+               settings["rdf_dr_A"])
     rdf_out = {"r_A": _floats(r)}
     rdf_out.update({k: _floats(v) for k, v in g.items()})
 
@@ -187,8 +189,8 @@ def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     sites = garnet_li_sites(symbols, x[0], cell[0])
     if sites is not None:
         dt = time_ps[1] - time_ps[0]
-        assigned = assign_sites(li, cell, sites, SETTINGS["site_capture_radius_A"])
-        residence = max(1, math.ceil(SETTINGS["site_min_residence_ps"] / dt - 1e-9))
+        assigned = assign_sites(li, cell, sites, settings["site_capture_radius_A"])
+        residence = max(1, math.ceil(settings["site_min_residence_ps"] / dt - 1e-9))
         counts = count_jumps(assigned, sites.labels, residence)
         jumps = {"rate_per_ps": _json_float(sum(counts.values()) / (n_li * time_ps[-1])),
                  "counts": counts}
@@ -197,7 +199,7 @@ def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     if meta.get("gb_planes_A") is not None:
         axis = int(meta["gb_normal_axis"])
         prof = gb_profile(x, cell, symbols, axis, meta["gb_planes_A"], _LI, "Zr",
-                          SETTINGS["segregation_bin_A"], n_blocks=n_blocks)
+                          settings["segregation_bin_A"], n_blocks=n_blocks)
         segregation = {"normal_axis": axis, "gb_planes_A": _floats(meta["gb_planes_A"]),
                        "distance_A": _floats(prof.distance_A),
                        "li_density_rel": _floats(prof.density_rel),
@@ -206,7 +208,7 @@ def analyze_one(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
                        "gibbs_excess_err_per_A2": _json_float(prof.gibbs_excess_err_per_A2)}
 
     cl = find_clusters(x[frames], cell[frames], symbols)
-    density = density_grid(li, cell, grid_shape(mean_cell, SETTINGS["density_spacing_A"]))
+    density = density_grid(li, cell, grid_shape(mean_cell, settings["density_spacing_A"]))
 
     entry = {
         "name": run.name, "system": meta["system"], "temperature_K": temperature,
@@ -247,10 +249,29 @@ def _arrhenius(runs: list[dict]) -> dict:
     return out
 
 
-def analyze_run(run_dir, overwrite: bool = False) -> dict:
+def analysis_settings(n_blocks: int | None = None, fit_window=None) -> dict:
+    """SETTINGS with another number of blocks (≥ 2) and/or D fit window (fractions of a block,
+    0 ≤ lo < hi ≤ 1)."""
+    settings = dict(SETTINGS)
+    if n_blocks is not None:
+        if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2:
+            raise InputError(f"blocks: expected an integer >= 2, got {n_blocks!r}")
+        settings["n_blocks"] = n_blocks
+    if fit_window is not None:
+        lo, hi = (float(x) for x in fit_window)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise InputError(f"fit window: expected fractions of a block 0 <= lo < hi <= 1, "
+                             f"got {lo:g}, {hi:g}")
+        settings["fit_window_fraction_of_block"] = [lo, hi]
+    return settings
+
+
+def analyze_run(run_dir, overwrite: bool = False, n_blocks: int | None = None,
+                fit_window=None) -> dict:
     """Analyse every ``RUN_DIR/*/`` holding a run.json; write ``analysis.json`` and each run's
     ``li_density.npz`` (atomically); return the analysis dict. Existing results are replaced
-    only with ``overwrite=True``."""
+    only with ``overwrite=True``. ``n_blocks``, ``fit_window``: see ``analysis_settings``."""
+    settings = analysis_settings(n_blocks, fit_window)
     root = Path(run_dir)
     if not root.is_dir():
         raise InputError(f"{root}: not a directory (expected a study run directory)")
@@ -263,11 +284,11 @@ def analyze_run(run_dir, overwrite: bool = False) -> dict:
         raise InputError(f"{existing[0]} exists; pass --overwrite to replace the analysis")
     entries, grids = [], []
     for run in runs:
-        entry, density, mean_cell = analyze_one(run)
+        entry, density, mean_cell = analyze_one(run, settings)
         entries.append(entry)
         grids.append((run / DENSITY_NAME, density, mean_cell))
     entries.sort(key=lambda e: (e["system"], e["temperature_K"]))
-    result = {"hayabusa_version": __version__, "settings": SETTINGS, "runs": entries,
+    result = {"hayabusa_version": __version__, "settings": settings, "runs": entries,
               "arrhenius": _arrhenius(entries)}
     for path, density, mean_cell in grids:
         def write_npz(tmp, density=density, mean_cell=mean_cell):
@@ -279,8 +300,19 @@ def analyze_run(run_dir, overwrite: bool = False) -> dict:
     return result
 
 
+def _fit_window(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--fit-window: expected LO,HI (fractions of a block), got {text!r}") \
+            from None
+    return lo, hi
+
+
 def _cmd_analyze(args) -> int:
-    result = analyze_run(args.run_dir, overwrite=args.overwrite)
+    window = _fit_window(args.fit_window) if args.fit_window is not None else None
+    result = analyze_run(args.run_dir, overwrite=args.overwrite, n_blocks=args.blocks,
+                         fit_window=window)
     print(f"{'run':<16} {'T/K':>7} {'D_Li ± err (cm2/s)':>22} {'σ (S/cm)':>11} {'Haven':>6}")
     for r in result["runs"]:
         d = r["diffusion"][_LI]
@@ -308,4 +340,9 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="study run directory")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing analysis.json and li_density.npz files")
+    p.add_argument("--blocks", type=int, default=None, metavar="N",
+                   help=f"time blocks for the D errors (default {SETTINGS['n_blocks']})")
+    p.add_argument("--fit-window", default=None, metavar="LO,HI",
+                   help="MSD lags fitted for D, as fractions of one block (default "
+                        "{},{})".format(*SETTINGS["fit_window_fraction_of_block"]))
     p.set_defaults(func=_cmd_analyze)
