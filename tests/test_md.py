@@ -274,6 +274,20 @@ def test_pressure_of_a_dilute_gas_is_ideal_in_gpa():
     assert float(sim.thermo()["press"][0]) == pytest.approx(ideal, rel=1e-9)
 
 
+def test_step_blocks_rebuild_the_list_only_when_needed():
+    """With a wide skin most blocks reuse the list: a build only when the displacement read at
+    the end of a block says it would go stale during the next one."""
+    state = ka_state(n=125, seed=4)
+    maxwell_boltzmann(state, 0.5, units="lj", seed=3)
+    sim = Simulation(state, kob_andersen(), INTEGRATORS["nve"](), units="lj", skin=1.0,
+                     block_steps=5, health_every=100)
+    builds = sim.forces.neighbors.n_builds
+    sim.run(200)
+    assert sim.blocks.replays == 40 and sim.blocks.undone == 0
+    # the fastest atoms move ~0.19 σ per block here, so about every other block rebuilds
+    assert 1 <= sim.forces.neighbors.n_builds - builds <= sim.blocks.replays // 2
+
+
 @pytest.mark.parametrize("name", ["nve", "nose_hoover", "langevin"])
 @pytest.mark.parametrize("skin", [0.3, 0.05])
 def test_step_blocks_follow_the_eager_loop(name, skin):

@@ -68,7 +68,7 @@ class StepBlocks:
             # [stale or overflowed (0/1), largest squared displacement since the build]
             self._status = torch.zeros(2, dtype=torch.float64, device=state.device)
             self._backup = [torch.empty_like(t) for t in self._live(state)]
-            self._moved = None
+            self._moved = self._moved_at = None
 
     # -------------------------------------------------------------------- body
     def _compute(self, state) -> PotentialResult:
