@@ -123,8 +123,10 @@ class DeepPotSE(Potential):
     def atom_energies(self, state, neighbors, positions=None, cell=None) -> torch.Tensor:
         """[N] float64 atom energies (E0 included)."""
         env, s, inside, ti, tj = self.environment(state, neighbors, positions, cell)
-        n, k = s.shape
         compact = self.host_sync_allowed(s)
+        if compact:
+            env, s, inside, tj = _slots_within_cutoff(env, s, inside, tj)
+        n = s.shape[0]
         embed = self.embedding_compact if compact else self.embedding_dense
         g = embed(s, inside, tj)
         t_mat = torch.einsum("nkm,nkc->nmc", g, env.to(self.net_dtype)) / self.neighbor_norm
@@ -195,6 +197,17 @@ class DeepPotSE(Potential):
             stress = grads[1].to(torch.float64) / state.volume.to(torch.float64)[:, None, None]
         return PotentialResult(energy=energy, forces=-grads[0], stress=stress,
                                atom_energy=atom_energy)
+
+
+def _slots_within_cutoff(env, s, inside, tj):
+    """The slots within r_cut moved to the front of each row (in order) and the matrix cut to
+    the largest count: [N, K, ...] → [N, Kc, ...], as deepmd-kit's ``sel`` but sized from the
+    data (one host sync). The list holds every pair within r_cut + skin; Kc is often half K."""
+    kc = int(inside.sum(1).max()) if inside.numel() else 0
+    order = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, :kc]
+    env = torch.gather(env, 1, order[..., None].expand(-1, -1, env.shape[-1]))
+    return env, torch.gather(s, 1, order), torch.gather(inside, 1, order), \
+        torch.gather(tj, 1, order)
 
 
 def _with(state, positions, cell):
