@@ -16,6 +16,13 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def one_tile_shape(monkeypatch):
+    """One fixed tile shape per kernel instead of autotuning at every size: the suite took
+    311 s on an H200, mostly autotuning (docs/gpu.md). ``hayabusa bench`` runs autotune."""
+    monkeypatch.setenv("HAYABUSA_AUTOTUNE", "0")
+
+
 def systems():
     rng = np.random.default_rng(0)
     out = []

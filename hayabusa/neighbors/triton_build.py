@@ -78,8 +78,16 @@ def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr,
 _build_tuned = triton.autotune(configs=CONFIGS, key=["n_atoms"])(build_kernel)
 
 
+def autotune() -> bool:
+    """Whether the kernels autotune their tile shapes on first use at each size. Not under the
+    CPU interpreter (it cannot), nor with HAYABUSA_AUTOTUNE=0 (one fixed shape: a fraction of
+    the first-use compile time, e.g. for the GPU tests)."""
+    return os.environ.get("TRITON_INTERPRET") != "1" and \
+        os.environ.get("HAYABUSA_AUTOTUNE", "1") != "0"
+
+
 def launch_build(args: tuple, n_atoms: int) -> None:
-    if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter cannot autotune
+    if not autotune():
         build_kernel[(triton.cdiv(n_atoms, 32),)](*args, BLOCK=32, TILE=32)
     else:
         _build_tuned[lambda meta: (triton.cdiv(n_atoms, meta["BLOCK"]),)](*args)

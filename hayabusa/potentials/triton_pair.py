@@ -11,11 +11,11 @@ reference (tests/test_gpu.py).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from ..neighbors.triton_build import autotune
 
 # Tile shapes (atoms per program × neighbour slots at once) tried on first use for each size.
 CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
@@ -114,7 +114,7 @@ def lj_forces(state, neighbors, table: torch.Tensor, n_types: int, float32: bool
             neighbors.index, neighbors.count, table, forces, energy, n, n_types)
     meta = {"ct": tl.float32 if float32 else tl.float64, "ONE_TYPE": n_types == 1,
             "FORCE_SHIFT": force_shift}
-    if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter cannot autotune
+    if not autotune():
         _lj_kernel[(triton.cdiv(n, 32),)](*args, BLOCK=32, TILE=32, **meta)
     else:
         _lj_tuned[lambda m: (triton.cdiv(n, m["BLOCK"]),)](*args, **meta)
