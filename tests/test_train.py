@@ -103,13 +103,13 @@ def small_model(seed=0, frames=None):
     return m
 
 
-def mixed_sizes(n, seed=0):
-    """EMT-labelled Cu cells of 4, 27 and 32 atoms, rattled."""
+def mixed_sizes(n, seed=0, a=3.61):
+    """EMT-labelled Cu cells of 4, 27 and 32 atoms (lattice constant ``a`` Å), rattled."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
-        atoms = [bulk("Cu", "fcc", a=3.61, cubic=True), bulk("Cu", "fcc", a=3.61).repeat(3),
-                 bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)][k % 3]
+        atoms = [bulk("Cu", "fcc", a=a, cubic=True), bulk("Cu", "fcc", a=a).repeat(3),
+                 bulk("Cu", "fcc", a=a, cubic=True).repeat(2)][k % 3]
         atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
         atoms.calc = EMT()
         e, f, st = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()

@@ -7,11 +7,8 @@ import subprocess
 import sys
 
 import ase.io
-import numpy as np
 import torch
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+from test_train import mixed_sizes
 
 from hayabusa.cli import main
 from hayabusa.models import DeepPotSE
@@ -31,17 +28,7 @@ training: {steps: 8, batch_atoms: 40, lr_start: 0.005, lr_stop: 0.001,
 def frames(n, seed=0):
     """Cu cells of 4, 27 and 32 atoms: batches of one to three frames (one rank may get
     none of a batch)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        atoms = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("Cu", "fcc", a=3.6).repeat(3),
-                 bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)][k % 3]
-        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        out.append(atoms)
-    return out
+    return mixed_sizes(n, seed, a=3.6)
 
 
 def test_two_processes_train_like_one(tmp_path):
