@@ -88,7 +88,7 @@ class StepBlocks:
         self._energy.copy_(result.energy)
         nl = self.forces.neighbors
         if nl is not None:
-            disp2 = ((state.positions - nl.reference_positions) ** 2).sum(-1).max()
+            disp2 = nl.largest_displacement2(state)
             torch.stack([(self._overrun.bool() | nl.overflow).to(disp2.dtype), disp2],
                         out=self._status)
 
@@ -114,7 +114,7 @@ class StepBlocks:
         # The displacement read at the last block's end holds if nothing moved the atoms or
         # rebuilt the list since (eager steps bump the positions' version; graphs do not).
         moved = self._moved if self._moved_at == (state.positions._version, nl.n_builds) \
-            else float((state.positions - nl.reference_positions).norm(dim=1).max())
+            else float(nl.largest_displacement2(state)) ** 0.5
         growth = max(moved - self._moved_before, 0.0)
         if moved + 1.25 * growth > 0.5 * nl.skin:
             self._build(state)

@@ -33,13 +33,16 @@ class VerletList:
     def list_cutoff(self) -> float:
         return self.cutoff + self.skin
 
+    def largest_displacement2(self, state) -> torch.Tensor:
+        """[] on the device: the largest squared displacement of an atom since the build."""
+        return ((state.positions - self.reference_positions) ** 2).sum(-1).max()
+
     def needs_rebuild(self, state) -> torch.Tensor:
         """[] bool on the device: an atom moved more than skin/2, or the buffer overflowed."""
         ref = self.reference_positions
         if ref is None or ref.shape != state.positions.shape:
             return torch.ones((), dtype=torch.bool, device=state.device)
-        disp2 = ((state.positions - ref) ** 2).sum(-1).max()
-        return (disp2 > (0.5 * self.skin) ** 2) | self.overflow
+        return (self.largest_displacement2(state) > (0.5 * self.skin) ** 2) | self.overflow
 
     def mark_stale(self, state, flag: torch.Tensor) -> None:
         """Set ``flag`` ([] int32, on the device) to 1 if an atom moved more than skin/2
