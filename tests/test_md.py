@@ -292,7 +292,8 @@ def test_step_blocks_rebuild_the_list_only_when_needed():
 @pytest.mark.parametrize("skin", [0.3, 0.05])
 def test_step_blocks_follow_the_eager_loop(name, skin):
     """Blocks without host syncs give the eager trajectory; a block whose list went stale
-    (small skin) is undone and redone step by step, so no pair is ever missed."""
+    (small skin) is undone and run again on a fresh list (or step by step), so no pair is
+    ever missed."""
     def run(block_steps):
         state = ka_state(n=125, seed=4)
         maxwell_boltzmann(state, 1.0, units="lj", seed=3)

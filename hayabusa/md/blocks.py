@@ -10,9 +10,10 @@ evaluation ORs "an atom moved more than skin/2 since the build" into a device fl
 block starts by copying the state, the thermostat variables and the incoming forces into
 backup buffers. The block ends by writing that flag, an overflow of the list and the largest
 displacement since the build into one status tensor, which the host reads (the one host sync
-per block). If the flag is set, the block is undone from the backup, the list is rebuilt and
-the same steps are redone one by one with a check at every step. A block therefore never runs
-on a stale list (no dangerous builds).
+per block). If the flag is set, the block is undone from the backup, the list is rebuilt at
+the block's starting positions and the block runs again (one more replay); only if that fresh
+list goes stale within the block too are the steps redone one by one with a check at every
+step. A block therefore never runs on a stale list (no dangerous builds).
 
 Integrators that draw random numbers (Langevin, CSVR) run their blocks without a CUDA graph:
 their generator state is saved on the host for the undo.
@@ -137,16 +138,12 @@ class StepBlocks:
         nl.n_builds += 1
 
     # --------------------------------------------------------------------- run
-    def run(self, state, result: PotentialResult) -> PotentialResult:
-        """Advance ``self.steps`` steps from ``result`` (forces at the current positions)."""
-        nl = self.forces.neighbors
-        if nl is not None:
-            self._prepare(state)
-            self._update_list(state)  # a rebuild leaves the forces as they are
-        self._prepare(state)  # again: the list may have grown
+    def _replay(self, state, result: PotentialResult) -> bool:
+        """Run the block from ``result``; True when it ran on a stale or overflowed list (the
+        host reads the block's status: the one host sync)."""
+        self._prepare(state)  # the list may have grown since the last block
         self._forces.copy_(result.forces)
         self._energy.copy_(result.energy)
-        rng_state = self.integrator.generator.get_state() if self.uses_rng else None
         if self.cuda_graph:
             if self.graph is None:
                 self._capture(state)
@@ -154,19 +151,34 @@ class StepBlocks:
         else:
             self._body(state)
         self.replays += 1
+        nl = self.forces.neighbors
         if nl is None:
-            return PotentialResult(self._energy.clone(), self._forces.clone())
+            return False
         stale, moved2 = self._status.tolist()  # host sync
         self._moved, self._moved_at = moved2 ** 0.5, (state.positions._version, nl.n_builds)
-        if stale:
+        return bool(stale)
+
+    def run(self, state, result: PotentialResult) -> PotentialResult:
+        """Advance ``self.steps`` steps from ``result`` (forces at the current positions).
+
+        A block that ran on a stale list is undone and run again on a list built at its
+        starting positions; if even that list goes stale within the block, the steps are
+        redone one by one with a check at every step."""
+        nl = self.forces.neighbors
+        if nl is not None:
+            self._prepare(state)
+            self._update_list(state)  # a rebuild leaves the forces as they are
+        rng_state = self.integrator.generator.get_state() if self.uses_rng else None
+        for fresh_list in (False, True):
+            if not self._replay(state, result):
+                return PotentialResult(self._energy.clone(), self._forces.clone())
             self.undone += 1
             self._restore(state)
-            nl.build(state)  # at the block's starting positions (grows a list that overflowed)
-            self._moved_before = 0.0
             if rng_state is not None:
                 self.integrator.generator.set_state(rng_state)
-            result = PotentialResult(self._energy.clone(), self._forces.clone())
-            for _ in range(self.steps):
-                result = self.integrator.step(state, result, self.forces)
-            return result
-        return PotentialResult(self._energy.clone(), self._forces.clone())
+            if not fresh_list:
+                nl.build(state)  # at the block's starting positions (grows a full list)
+                self._moved_before = 0.0
+        for _ in range(self.steps):  # stale within one block of a build: step by step
+            result = self.integrator.step(state, result, self.forces)
+        return result
