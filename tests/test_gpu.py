@@ -157,3 +157,57 @@ def test_graph_blocks_on_fused_path_follow_eager_cell_list():
     assert fused.blocks.build_graph is not None  # the list is rebuilt by its own graph …
     assert fused.forces.neighbors.n_builds < fused.blocks.replays  # … only when needed
     assert (eager.state.positions - fused.state.positions).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("precision", ["float64", "mixed", "float32"])
+@pytest.mark.parametrize("embedding", [(8, 16), (25, 50, 100)])
+def test_fused_deeppot_embedding_equals_pytorch_path(precision, embedding):
+    """The fused Triton embedding + contraction gives the PyTorch path's energy, forces and
+    stress (two species, a sheared cell), eagerly and inside a CUDA-graph block."""
+    from test_deeppot import cuag
+
+    from hayabusa import NeighborList
+    from hayabusa.models import DeepPotSE
+
+    torch.manual_seed(0)
+    model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, precision=precision,
+                      embedding=embedding, axis_neurons=4, fitting=(16, 16),
+                      neighbor_norm=20.0).cuda().eval()
+    state = State.from_atoms([cuag(0, 3), cuag(1, 2)], species=model.species, device="cuda")
+    nl = NeighborList(model.cutoff, skin=0.5).build(state)
+    model.fused = False
+    ref = model(state, nl, compute_stress=True)
+    model.fused = None
+    assert model.uses_fused_embedding(state.positions)
+    got = model(state, nl, compute_stress=True)
+    tol = 1e-10 if precision == "float64" else 2e-5
+    assert torch.allclose(got.energy, ref.energy, rtol=tol, atol=tol)
+    scale = ref.forces.abs().max()
+    assert (got.forces - ref.forces).abs().max() <= tol * 10 * scale
+    assert (got.stress - ref.stress).abs().max() <= tol * 10 * ref.stress.abs().max()
+
+
+def test_fused_deeppot_in_cuda_graph_blocks_follows_pytorch_eager_steps():
+    """MD with the fused embedding inside CUDA-graph blocks follows eager MD on the PyTorch
+    path (float64, Cu/Ag, NVE)."""
+    from test_deeppot import cuag
+
+    from hayabusa.md import VelocityVerlet
+    from hayabusa.models import DeepPotSE
+
+    torch.manual_seed(0)
+    model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, embedding=(8, 16), axis_neurons=4,
+                      fitting=(16, 16), neighbor_norm=20.0).cuda().eval()
+
+    def run(fused, block_steps):
+        model.fused = fused
+        state = State.from_atoms([cuag(0, 3)], species=model.species, device="cuda")
+        maxwell_boltzmann(state, 600.0, seed=1)
+        sim = Simulation(state, model, VelocityVerlet(1.0), skin=0.5,
+                         block_steps=block_steps, health_every=20)
+        sim.run(40)
+        return sim
+
+    eager, graphed = run(False, 0), run(None, 10)
+    assert graphed.blocks.graph is not None
+    assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-9

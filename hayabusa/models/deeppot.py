@@ -101,6 +101,8 @@ class DeepPotSE(Potential):
         self.embedding_nets.to(net_dtype)
         self.fitting_nets.to(net_dtype)
         self.net_dtype = net_dtype
+        self.fused: bool | None = None  # see uses_fused_embedding
+        self._fused_key = self._fused_weights = None
 
     # ------------------------------------------------------------ environment
     def environment(self, state, neighbors, positions=None, cell=None):
@@ -124,12 +126,15 @@ class DeepPotSE(Potential):
         """[N] float64 atom energies (E0 included)."""
         env, s, inside, ti, tj = self.environment(state, neighbors, positions, cell)
         compact = self.host_sync_allowed(s)
-        if compact:
-            env, s, inside, tj = _slots_within_cutoff(env, s, inside, tj)
         n = s.shape[0]
-        embed = self.embedding_compact if compact else self.embedding_dense
-        g = embed(s, inside, tj)
-        t_mat = torch.einsum("nkm,nkc->nmc", g, env.to(self.net_dtype)) / self.neighbor_norm
+        if self.uses_fused_embedding(s):
+            t_mat = self.fused_contraction(env, s, inside, tj) / self.neighbor_norm
+        else:
+            if compact:
+                env, s, inside, tj = _slots_within_cutoff(env, s, inside, tj)
+            embed = self.embedding_compact if compact else self.embedding_dense
+            g = embed(s, inside, tj)
+            t_mat = torch.einsum("nkm,nkc->nmc", g, env.to(self.net_dtype)) / self.neighbor_norm
         desc = torch.einsum("nmc,nac->nma", t_mat, t_mat[:, : self.axis_neurons])
         desc = desc.reshape(n, -1)
         energy = torch.zeros(n, dtype=torch.float64, device=s.device)
@@ -140,6 +145,30 @@ class DeepPotSE(Potential):
             else:
                 energy = torch.where(ti == t, net(desc)[:, 0].to(torch.float64), energy)
         return energy + self.e0[ti]
+
+    def uses_fused_embedding(self, s: torch.Tensor) -> bool:
+        """Whether the embedding nets and the Gᵀ R̂ contraction run as one Triton kernel
+        (``fused_embedding``): ``self.fused`` True/False, or None (default) for on a GPU
+        whenever no gradient may reach the weights (not training) and the nets fit the kernel
+        (1–3 layers, the first wider than 2)."""
+        if self.fused is not None:
+            return self.fused
+        widths = [layer.out_features for layer in self.embedding_nets[0].layers]
+        return s.is_cuda and not (self.training and torch.is_grad_enabled()) and \
+            1 <= len(widths) <= 3 and widths[0] > 2
+
+    def fused_contraction(self, env, s, inside, tj) -> torch.Tensor:
+        """T·N_c [N, M, 4] = Σ_j G_jᵀ R̂_j by the fused kernel; no gradient reaches the weights."""
+        from .fused_embedding import EmbeddingWeights, FusedEmbeddingContraction, slots_by_type
+
+        params = [p for net in self.embedding_nets for p in net.parameters()]
+        key = (self.net_dtype, *((p.data_ptr(), p._version) for p in params))
+        if self._fused_key != key:  # weights changed (loaded, trained, moved): re-pad them
+            self._fused_weights = EmbeddingWeights(self.embedding_nets, self.net_dtype)
+            self._fused_key = key
+        order, start, count = slots_by_type(inside, tj, len(self.embedding_nets))
+        return FusedEmbeddingContraction.apply(s.to(self.net_dtype), env.to(self.net_dtype),
+                                               order, start, count, self._fused_weights)
 
     @staticmethod
     def host_sync_allowed(x: torch.Tensor) -> bool:
