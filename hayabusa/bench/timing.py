@@ -65,7 +65,8 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
     sim.run(steps)
     sync(device)
     seconds = time.perf_counter() - t0
-    h1 = sim.thermo()["conserved"]
+    thermo = sim.thermo()
+    h1 = thermo["conserved"]
     n = state.n_atoms
     rate = steps * n / seconds
     capacity = sim.forces.neighbors.capacity
@@ -80,6 +81,7 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
         "blocks_undone": sim.blocks.undone if sim.blocks is not None else 0,
         "bytes_per_atom_step": model, "achieved_bytes_per_s": model * rate,
         "energy_drift_per_atom": drift,
+        "temperature_end": thermo["temp"].mean().item(),  # mean over systems, after the run
     }
 
 
