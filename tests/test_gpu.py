@@ -148,7 +148,8 @@ def test_graph_blocks_on_fused_path_follow_eager_cell_list():
         maxwell_boltzmann(state, 0.8, units="lj", seed=1)
         sim = Simulation(state.to("cuda"), kob_andersen(),
                          NoseHooverChain(0.002, 0.8, 0.2, units="lj"), units="lj",
-                         neighbor_backend=backend, block_steps=block_steps, health_every=10)
+                         skin=0.6, neighbor_backend=backend, block_steps=block_steps,
+                         health_every=10)
         sim.run(100)
         return sim
 

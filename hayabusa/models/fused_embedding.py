@@ -31,9 +31,9 @@ def _padded(width: int) -> int:
 class EmbeddingWeights:
     """The embedding nets of all neighbour types as padded, stacked tensors for the kernels.
 
-    ``w1``, ``b1``: [T, P1]; ``w{l}`` [T, P_{l-1}, P_l] and ``b{l}`` [T, P_l] for l = 2, 3
-    (absent layers are 16-wide zeros); ``residual`` per layer: 0 none, 1 x + y, 2 [x, x] + y;
-    ``columns`` [M] the padded column of each real output column."""
+    ``tensors``: w1 [T, 1, P1], b1 [T, P1], w2 [T, P1, P2], b2, w3 [T, P2, P3], b3, f3
+    [T, P1, P3] (absent layers: 16-wide zeros); ``residual`` per layer: 0 none, 1 x + y,
+    2 [x, x] + y; ``columns`` [M] the padded column of each real output column."""
 
     def __init__(self, nets, dtype: torch.dtype):
         layers = [net.layers for net in nets]
@@ -56,27 +56,28 @@ class EmbeddingWeights:
                 maps.append(torch.arange(w_out))
                 self.widths.append(_padded(w_out))
             self.residual.append(kind)
+        self.widths += [16] * (MAX_LAYERS - self.n_layers)  # absent layers: unused zeros
+        self.residual += [0] * (MAX_LAYERS - self.n_layers)
         device = layers[0][0].weight.device
         n_types = len(nets)
         self.tensors = []
         for li in range(MAX_LAYERS):
-            if li >= self.n_layers:
-                p_in = 1 if li == 0 else 16
-                self.tensors += [torch.zeros(n_types, p_in, 16, dtype=dtype, device=device),
-                                 torch.zeros(n_types, 16, dtype=dtype, device=device)]
-                continue
             p_in = 1 if li == 0 else self.widths[li - 1]
-            rows = torch.zeros(1, dtype=torch.long) if li == 0 else maps[li - 1]
             w = torch.zeros(n_types, p_in, self.widths[li], dtype=dtype, device=device)
             b = torch.zeros(n_types, self.widths[li], dtype=dtype, device=device)
-            for t, per_type in enumerate(layers):
-                layer = per_type[li]
-                w[t][rows.to(device)[:, None], maps[li].to(device)[None, :]] = \
-                    layer.weight.detach().to(dtype).T
-                b[t][maps[li].to(device)] = layer.bias.detach().to(dtype)
-            self.tensors += [w.contiguous(), b.contiguous()]
-        self.widths += [16] * (MAX_LAYERS - self.n_layers)
-        self.residual += [0] * (MAX_LAYERS - self.n_layers)
+            if li < self.n_layers:
+                rows = (torch.zeros(1, dtype=torch.long) if li == 0 else maps[li - 1]).to(device)
+                cols = maps[li].to(device)
+                for t, per_type in enumerate(layers):
+                    w[t][rows[:, None], cols[None, :]] = per_type[li].weight.detach().to(dtype).T
+                    b[t][cols] = per_type[li].bias.detach().to(dtype)
+            self.tensors += [w, b]
+        # F3: W3's two row halves summed, for a doubling layer 2 (see _net)
+        p1 = self.widths[0]
+        w3 = self.tensors[4]
+        folded = self.n_layers == 3 and self.residual[1] == 2
+        self.tensors.append(w3[:, :p1] + w3[:, p1:] if folded else
+                            torch.zeros(n_types, p1, self.widths[2], dtype=dtype, device=device))
         self.columns = maps[-1].to(device)
         self.out_width = self.widths[self.n_layers - 1]
 
@@ -92,14 +93,9 @@ def _tanh(x):
 
 @triton.jit
 def _cat2(x, KT: tl.constexpr, P: tl.constexpr):
-    """[x, x] along the columns: [KT, P] → [KT, 2P]."""
+    """[x, x] along the columns: [KT, P] → [KT, 2P]. Only ever reduced, never fed to tl.dot:
+    Triton 3.6 cannot lower a float64 dot whose operand went through this reshape."""
     return tl.reshape(tl.permute(tl.join(x, x), (0, 2, 1)), (KT, 2 * P))
-
-
-@triton.jit
-def _fold2(dy, KT: tl.constexpr, P: tl.constexpr):
-    """The gradient of ``_cat2``: [KT, 2P] → [KT, P]."""
-    return tl.sum(tl.reshape(dy, (KT, 2, P)), axis=1)
 
 
 @triton.jit
@@ -117,32 +113,52 @@ def _load_matrix_t(ptr, t, P_IN: tl.constexpr, P_OUT: tl.constexpr):
 
 
 @triton.jit
-def _layer(x, w, b, KT: tl.constexpr, P_IN: tl.constexpr, RES: tl.constexpr):
-    """tanh(x W + b) plus the residual; returns (output, tanh part)."""
-    t = _tanh(tl.dot(x, w, input_precision="ieee") + b[None, :])
+def _residual(t, x, KT: tl.constexpr, P_IN: tl.constexpr, RES: tl.constexpr):
+    """A layer's output from its tanh part t and its input x."""
     if RES == 1:
         y = t + x
     elif RES == 2:
         y = t + _cat2(x, KT, P_IN)
     else:
         y = t
-    return y, t
+    return y
 
 
 @triton.jit
-def _layer_back(dy, t, w_t, KT: tl.constexpr, P_IN: tl.constexpr, RES: tl.constexpr):
-    """The gradient of ``_layer``'s output with respect to its input x."""
-    dx = tl.dot(dy * (1.0 - t * t), w_t, input_precision="ieee")
-    if RES == 1:
-        dx += dy
-    elif RES == 2:
-        dx += _fold2(dy, KT, P_IN)
-    return dx
+def _outer4(e0, e1, e2, e3, ptr, P: tl.constexpr):
+    """Σ_c e_c ⊗ v_c [KT, P] for the four [P] vectors v_c stored interleaved at ``ptr``."""
+    col = ptr + 4 * tl.arange(0, P)
+    return e0[:, None] * tl.load(col)[None, :] + e1[:, None] * tl.load(col + 1)[None, :] + \
+        e2[:, None] * tl.load(col + 2)[None, :] + e3[:, None] * tl.load(col + 3)[None, :]
+
+
+@triton.jit
+def _net(s, w1, b1, w2, b2, w3, f3, b3, KT: tl.constexpr, LAYERS: tl.constexpr,
+         P1: tl.constexpr, P2: tl.constexpr, RES2: tl.constexpr, RES3: tl.constexpr):
+    """The embedding net on a tile of s [KT]: (G, t1, t2, t3) with t_l the tanh parts.
+    When layer 2 doubles its input, layer 3 takes x2 = t2 + [x1, x1] as
+    t2·W3 + x1·F3 (F3 = the two row halves of W3 summed), so no reshaped tensor reaches
+    tl.dot."""
+    t1 = _tanh(s[:, None] * w1[None, :] + b1[None, :])
+    g = t1
+    t2 = t1
+    t3 = t1
+    if LAYERS >= 2:
+        t2 = _tanh(tl.dot(t1, w2, input_precision="ieee") + b2[None, :])
+        g = _residual(t2, t1, KT, P1, RES2)
+    if LAYERS >= 3:
+        if RES2 == 2:
+            a3 = tl.dot(t2, w3, input_precision="ieee") + tl.dot(t1, f3, input_precision="ieee")
+        else:
+            a3 = tl.dot(g, w3, input_precision="ieee")
+        t3 = _tanh(a3 + b3[None, :])
+        g = _residual(t3, g, KT, P2, RES3)
+    return g, t1, t2, t3
 
 
 @triton.jit
 def _embed_forward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
-                          w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, out_ptr,
+                          w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, f3_ptr, out_ptr,
                           n_slots, n_types, KT: tl.constexpr, LAYERS: tl.constexpr,
                           P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr,
                           RES2: tl.constexpr, RES3: tl.constexpr, PO: tl.constexpr):
@@ -158,22 +174,17 @@ def _embed_forward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
         count = tl.load(count_ptr + i * n_types + t)
         w1 = tl.load(w1_ptr + t * P1 + tl.arange(0, P1))
         b1 = tl.load(b1_ptr + t * P1 + tl.arange(0, P1))
-        if LAYERS >= 2:
-            w2 = _load_matrix(w2_ptr, t, P1, P2)
-            b2 = tl.load(b2_ptr + t * P2 + tl.arange(0, P2))
-        if LAYERS >= 3:
-            w3 = _load_matrix(w3_ptr, t, P2, P3)
-            b3 = tl.load(b3_ptr + t * P3 + tl.arange(0, P3))
+        w2 = _load_matrix(w2_ptr, t, P1, P2)
+        b2 = tl.load(b2_ptr + t * P2 + tl.arange(0, P2))
+        w3 = _load_matrix(w3_ptr, t, P2, P3)
+        f3 = _load_matrix(f3_ptr, t, P1, P3)
+        b3 = tl.load(b3_ptr + t * P3 + tl.arange(0, P3))
         for k0 in range(0, count, KT):
             ok = k0 + k < count
             slot = tl.load(order_ptr + i * n_slots + start + k0 + k, mask=ok, other=0)
             row = i * n_slots + slot
             s = tl.load(s_ptr + row, mask=ok, other=0.0)
-            g = _tanh(s[:, None] * w1[None, :] + b1[None, :])
-            if LAYERS >= 2:
-                g, _ = _layer(g, w2, b2, KT, P1, RES2)
-            if LAYERS >= 3:
-                g, _ = _layer(g, w3, b3, KT, P2, RES3)
+            g, _, _, _ = _net(s, w1, b1, w2, b2, w3, f3, b3, KT, LAYERS, P1, P2, RES2, RES3)
             g = tl.where(ok[:, None], g, 0.0)
             acc0 += tl.sum(g * tl.load(env_ptr + 4 * row, mask=ok, other=0.0)[:, None], 0)
             acc1 += tl.sum(g * tl.load(env_ptr + 4 * row + 1, mask=ok, other=0.0)[:, None], 0)
@@ -188,13 +199,16 @@ def _embed_forward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
 
 @triton.jit
 def _embed_backward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
-                           w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, grad_ptr,
-                           grad_s_ptr, grad_env_ptr, n_slots, n_types, KT: tl.constexpr,
-                           LAYERS: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr,
-                           P3: tl.constexpr, RES2: tl.constexpr, RES3: tl.constexpr,
-                           PO: tl.constexpr):
-    """One program per atom: from ∂E/∂T[i] [PO, 4], ∂E/∂s and ∂E/∂R̂ of its slots within
-    r_cut (the other slots are left as they are: zero)."""
+                           w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, f3_ptr,
+                           grad_ptr, res_ptr, res_fold_ptr, grad_s_ptr, grad_env_ptr,
+                           n_slots, n_types, KT: tl.constexpr, LAYERS: tl.constexpr,
+                           P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr,
+                           RES2: tl.constexpr, RES3: tl.constexpr, PO: tl.constexpr):
+    """One program per atom: from d = ∂E/∂T[i] [PO, 4], ∂E/∂s and ∂E/∂R̂ of its slots within
+    r_cut (the other slots are left as they are: zero). ``res`` [P_{L−1}, 4] is the part of
+    d that the last layer's residual passes to its input (d, or its two halves summed) and
+    ``res_fold`` [P1, 4] that part's halves summed (layer 2 doubling, three layers): the host
+    folds these vectors, so no reshaped tensor reaches tl.dot."""
     i = tl.program_id(0).to(tl.int64)
     k = tl.arange(0, KT)
     col = grad_ptr + i * PO * 4 + 4 * tl.arange(0, PO)
@@ -207,27 +221,20 @@ def _embed_backward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
         count = tl.load(count_ptr + i * n_types + t)
         w1 = tl.load(w1_ptr + t * P1 + tl.arange(0, P1))
         b1 = tl.load(b1_ptr + t * P1 + tl.arange(0, P1))
-        if LAYERS >= 2:
-            w2 = _load_matrix(w2_ptr, t, P1, P2)
-            w2_t = _load_matrix_t(w2_ptr, t, P1, P2)
-            b2 = tl.load(b2_ptr + t * P2 + tl.arange(0, P2))
-        if LAYERS >= 3:
-            w3 = _load_matrix(w3_ptr, t, P2, P3)
-            w3_t = _load_matrix_t(w3_ptr, t, P2, P3)
-            b3 = tl.load(b3_ptr + t * P3 + tl.arange(0, P3))
+        w2 = _load_matrix(w2_ptr, t, P1, P2)
+        w2_t = _load_matrix_t(w2_ptr, t, P1, P2)
+        b2 = tl.load(b2_ptr + t * P2 + tl.arange(0, P2))
+        w3 = _load_matrix(w3_ptr, t, P2, P3)
+        w3_t = _load_matrix_t(w3_ptr, t, P2, P3)
+        f3 = _load_matrix(f3_ptr, t, P1, P3)
+        f3_t = _load_matrix_t(f3_ptr, t, P1, P3)
+        b3 = tl.load(b3_ptr + t * P3 + tl.arange(0, P3))
         for k0 in range(0, count, KT):
             ok = k0 + k < count
             slot = tl.load(order_ptr + i * n_slots + start + k0 + k, mask=ok, other=0)
             row = i * n_slots + slot
             s = tl.load(s_ptr + row, mask=ok, other=0.0)
-            t1 = _tanh(s[:, None] * w1[None, :] + b1[None, :])
-            g = t1
-            if LAYERS >= 2:
-                x1 = g
-                g, t2 = _layer(x1, w2, b2, KT, P1, RES2)
-            if LAYERS >= 3:
-                x2 = g
-                g, t3 = _layer(x2, w3, b3, KT, P2, RES3)
+            g, t1, t2, t3 = _net(s, w1, b1, w2, b2, w3, f3, b3, KT, LAYERS, P1, P2, RES2, RES3)
             e0 = tl.load(env_ptr + 4 * row, mask=ok, other=0.0)
             e1 = tl.load(env_ptr + 4 * row + 1, mask=ok, other=0.0)
             e2 = tl.load(env_ptr + 4 * row + 2, mask=ok, other=0.0)
@@ -238,22 +245,42 @@ def _embed_backward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
             tl.store(grad_env_ptr + 4 * row + 3, tl.sum(g * d3[None, :], 1), mask=ok)
             dg = e0[:, None] * d0[None, :] + e1[:, None] * d1[None, :] + \
                 e2[:, None] * d2[None, :] + e3[:, None] * d3[None, :]
-            if LAYERS >= 3:
-                dg = _layer_back(dg, t3, w3_t, KT, P2, RES3)
-            if LAYERS >= 2:
-                dg = _layer_back(dg, t2, w2_t, KT, P1, RES2)
-            ds = tl.sum(dg * (1.0 - t1 * t1) * w1[None, :], 1)
+            dx1 = dg
+            if LAYERS == 2:
+                dx1 = tl.dot(dg * (1.0 - t2 * t2), w2_t, input_precision="ieee")
+                if RES2 != 0:
+                    dx1 += _outer4(e0, e1, e2, e3, res_ptr + i * P1 * 4, P1)
+            if LAYERS == 3:
+                da3 = dg * (1.0 - t3 * t3)
+                dx2 = tl.dot(da3, w3_t, input_precision="ieee")
+                if RES3 != 0:
+                    dx2 += _outer4(e0, e1, e2, e3, res_ptr + i * P2 * 4, P2)
+                dx1 = tl.dot(dx2 * (1.0 - t2 * t2), w2_t, input_precision="ieee")
+                if RES2 == 1:
+                    dx1 += dx2
+                elif RES2 == 2:
+                    dx1 += tl.dot(da3, f3_t, input_precision="ieee")
+                    if RES3 != 0:
+                        dx1 += _outer4(e0, e1, e2, e3, res_fold_ptr + i * P1 * 4, P1)
+            ds = tl.sum(dx1 * (1.0 - t1 * t1) * w1[None, :], 1)
             tl.store(grad_s_ptr + row, ds, mask=ok)
 
 
-SLOT_TILE = 32
+SLOT_TILE = 32  # neighbour slots per tile (tl.dot's M)
+NUM_WARPS = 8
 
 
 def _launch(kernel, weights: EmbeddingWeights, n_atoms: int, *args) -> None:
     p1, p2, p3 = weights.widths
     kernel[(n_atoms,)](*args, KT=SLOT_TILE, LAYERS=weights.n_layers, P1=p1, P2=p2, P3=p3,
                        RES2=weights.residual[1], RES3=weights.residual[2],
-                       PO=weights.out_width, num_warps=4)
+                       PO=weights.out_width, num_warps=NUM_WARPS)
+
+
+def _fold(v: torch.Tensor) -> torch.Tensor:
+    """[N, 2P, 4] → [N, P, 4]: the two halves summed (the gradient of [x, x])."""
+    half = v.shape[1] // 2
+    return v[:, :half] + v[:, half:]
 
 
 class FusedEmbeddingContraction(torch.autograd.Function):
@@ -281,10 +308,17 @@ class FusedEmbeddingContraction(torch.autograd.Function):
         n, k = s.shape
         grad_padded = torch.zeros(n, weights.out_width, 4, dtype=s.dtype, device=s.device)
         grad_padded[:, weights.columns] = grad
+        last = weights.n_layers - 1
+        res = res_fold = grad_padded  # placeholders where the kernel does not read them
+        if last >= 1 and weights.residual[last]:
+            res = _fold(grad_padded) if weights.residual[last] == 2 else grad_padded
+            if last == 2 and weights.residual[1] == 2:
+                res_fold = _fold(res)
         grad_s = torch.zeros_like(s)
         grad_env = torch.zeros_like(env)
         _launch(_embed_backward_kernel, weights, n, s, env, order, start, count,
-                *weights.tensors, grad_padded, grad_s, grad_env, k, start.shape[1])
+                *weights.tensors, grad_padded, res.contiguous(), res_fold.contiguous(),
+                grad_s, grad_env, k, start.shape[1])
         return grad_s, grad_env, None, None, None, None
 
 
