@@ -178,7 +178,7 @@ def test_fused_deeppot_embedding_equals_pytorch_path(precision, embedding):
     nl = NeighborList(model.cutoff, skin=0.5).build(state)
     model.fused = False
     ref = model(state, nl, compute_stress=True)
-    model.fused = None
+    model.fused = True
     assert model.uses_fused_embedding(state.positions)
     got = model(state, nl, compute_stress=True)
     tol = 1e-10 if precision == "float64" else 2e-5
@@ -209,6 +209,6 @@ def test_fused_deeppot_in_cuda_graph_blocks_follows_pytorch_eager_steps():
         sim.run(40)
         return sim
 
-    eager, graphed = run(False, 0), run(None, 10)
+    eager, graphed = run(False, 0), run(True, 10)
     assert graphed.blocks.graph is not None
     assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-9
