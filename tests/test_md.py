@@ -306,6 +306,8 @@ def test_step_blocks_follow_the_eager_loop(name, skin):
     assert blocked.blocks.replays > 0
     if skin == 0.05:
         assert blocked.blocks.undone > 0
+    if (name, skin) == ("nose_hoover", 0.3):  # some undone blocks reran as a whole (replayed)
+        assert blocked.blocks.replays > 200 // 10
     assert (eager.state.positions - blocked.state.positions).abs().max() < 1e-9
     assert torch.allclose(eager.thermo()["conserved"], blocked.thermo()["conserved"],
                           rtol=1e-10)
