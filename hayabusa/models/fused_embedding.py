@@ -157,6 +157,27 @@ def _net(s, w1, b1, w2, b2, w3, f3, b3, KT: tl.constexpr, LAYERS: tl.constexpr,
 
 
 @triton.jit
+def _type_weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, f3_ptr, t,
+                  P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr):
+    """Type t's padded net: (w1, b1, w2, b2, w3, f3, b3)."""
+    return (tl.load(w1_ptr + t * P1 + tl.arange(0, P1)),
+            tl.load(b1_ptr + t * P1 + tl.arange(0, P1)),
+            _load_matrix(w2_ptr, t, P1, P2), tl.load(b2_ptr + t * P2 + tl.arange(0, P2)),
+            _load_matrix(w3_ptr, t, P2, P3), _load_matrix(f3_ptr, t, P1, P3),
+            tl.load(b3_ptr + t * P3 + tl.arange(0, P3)))
+
+
+@triton.jit
+def _tile(order_ptr, s_ptr, i, n_slots, start, count, k0, KT: tl.constexpr):
+    """The tile of a type's slots from k0: (live mask [KT], flat row of each slot, s [KT])."""
+    k = tl.arange(0, KT)
+    ok = k0 + k < count
+    slot = tl.load(order_ptr + i * n_slots + start + k0 + k, mask=ok, other=0)
+    row = i * n_slots + slot
+    return ok, row, tl.load(s_ptr + row, mask=ok, other=0.0)
+
+
+@triton.jit
 def _embed_forward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
                           w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, f3_ptr, out_ptr,
                           n_slots, n_types, KT: tl.constexpr, LAYERS: tl.constexpr,
@@ -164,7 +185,6 @@ def _embed_forward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
                           RES2: tl.constexpr, RES3: tl.constexpr, PO: tl.constexpr):
     """One program per atom: out[i] [PO, 4] = Σ over slots within r_cut of G_jᵀ R̂_j."""
     i = tl.program_id(0).to(tl.int64)
-    k = tl.arange(0, KT)
     acc0 = tl.zeros([PO], dtype=s_ptr.dtype.element_ty)
     acc1 = tl.zeros([PO], dtype=s_ptr.dtype.element_ty)
     acc2 = tl.zeros([PO], dtype=s_ptr.dtype.element_ty)
@@ -172,18 +192,10 @@ def _embed_forward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
     for t in range(n_types):
         start = tl.load(start_ptr + i * n_types + t)
         count = tl.load(count_ptr + i * n_types + t)
-        w1 = tl.load(w1_ptr + t * P1 + tl.arange(0, P1))
-        b1 = tl.load(b1_ptr + t * P1 + tl.arange(0, P1))
-        w2 = _load_matrix(w2_ptr, t, P1, P2)
-        b2 = tl.load(b2_ptr + t * P2 + tl.arange(0, P2))
-        w3 = _load_matrix(w3_ptr, t, P2, P3)
-        f3 = _load_matrix(f3_ptr, t, P1, P3)
-        b3 = tl.load(b3_ptr + t * P3 + tl.arange(0, P3))
+        w1, b1, w2, b2, w3, f3, b3 = _type_weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr,
+                                                   b3_ptr, f3_ptr, t, P1, P2, P3)
         for k0 in range(0, count, KT):
-            ok = k0 + k < count
-            slot = tl.load(order_ptr + i * n_slots + start + k0 + k, mask=ok, other=0)
-            row = i * n_slots + slot
-            s = tl.load(s_ptr + row, mask=ok, other=0.0)
+            ok, row, s = _tile(order_ptr, s_ptr, i, n_slots, start, count, k0, KT)
             g, _, _, _ = _net(s, w1, b1, w2, b2, w3, f3, b3, KT, LAYERS, P1, P2, RES2, RES3)
             g = tl.where(ok[:, None], g, 0.0)
             acc0 += tl.sum(g * tl.load(env_ptr + 4 * row, mask=ok, other=0.0)[:, None], 0)
@@ -210,7 +222,6 @@ def _embed_backward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
     ``res_fold`` [P1, 4] that part's halves summed (layer 2 doubling, three layers): the host
     folds these vectors, so no reshaped tensor reaches tl.dot."""
     i = tl.program_id(0).to(tl.int64)
-    k = tl.arange(0, KT)
     col = grad_ptr + i * PO * 4 + 4 * tl.arange(0, PO)
     d0 = tl.load(col)
     d1 = tl.load(col + 1)
@@ -219,21 +230,13 @@ def _embed_backward_kernel(s_ptr, env_ptr, order_ptr, start_ptr, count_ptr,
     for t in range(n_types):
         start = tl.load(start_ptr + i * n_types + t)
         count = tl.load(count_ptr + i * n_types + t)
-        w1 = tl.load(w1_ptr + t * P1 + tl.arange(0, P1))
-        b1 = tl.load(b1_ptr + t * P1 + tl.arange(0, P1))
-        w2 = _load_matrix(w2_ptr, t, P1, P2)
+        w1, b1, w2, b2, w3, f3, b3 = _type_weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr,
+                                                   b3_ptr, f3_ptr, t, P1, P2, P3)
         w2_t = _load_matrix_t(w2_ptr, t, P1, P2)
-        b2 = tl.load(b2_ptr + t * P2 + tl.arange(0, P2))
-        w3 = _load_matrix(w3_ptr, t, P2, P3)
         w3_t = _load_matrix_t(w3_ptr, t, P2, P3)
-        f3 = _load_matrix(f3_ptr, t, P1, P3)
         f3_t = _load_matrix_t(f3_ptr, t, P1, P3)
-        b3 = tl.load(b3_ptr + t * P3 + tl.arange(0, P3))
         for k0 in range(0, count, KT):
-            ok = k0 + k < count
-            slot = tl.load(order_ptr + i * n_slots + start + k0 + k, mask=ok, other=0)
-            row = i * n_slots + slot
-            s = tl.load(s_ptr + row, mask=ok, other=0.0)
+            ok, row, s = _tile(order_ptr, s_ptr, i, n_slots, start, count, k0, KT)
             g, t1, t2, t3 = _net(s, w1, b1, w2, b2, w3, f3, b3, KT, LAYERS, P1, P2, RES2, RES3)
             e0 = tl.load(env_ptr + 4 * row, mask=ok, other=0.0)
             e1 = tl.load(env_ptr + 4 * row + 1, mask=ok, other=0.0)
