@@ -24,6 +24,14 @@ from hayabusa.train import (
 )
 
 
+def with_emt_labels(atoms):
+    """``atoms`` with its EMT energy, forces and stress frozen in a SinglePointCalculator."""
+    atoms.calc = EMT()
+    e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+    return atoms
+
+
 def emt_frames(n, seed=0):
     """Cu fcc 2×2×2: rattled and strained cells labelled by ASE's EMT."""
     rng = np.random.default_rng(seed)
@@ -33,10 +41,7 @@ def emt_frames(n, seed=0):
         strain = np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))
         atoms.set_cell(atoms.cell.array @ (strain + strain.T) / 2, scale_atoms=True)
         atoms.rattle(rng.uniform(0.02, 0.12), seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        out.append(atoms)
+        out.append(with_emt_labels(atoms))
     return out
 
 
@@ -111,10 +116,7 @@ def mixed_sizes(n, seed=0, a=3.61):
         atoms = [bulk("Cu", "fcc", a=a, cubic=True), bulk("Cu", "fcc", a=a).repeat(3),
                  bulk("Cu", "fcc", a=a, cubic=True).repeat(2)][k % 3]
         atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        e, f, st = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=st)
-        out.append(atoms)
+        out.append(with_emt_labels(atoms))
     return out
 
 

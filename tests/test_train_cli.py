@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+from test_train import with_emt_labels
 
 from hayabusa import HayabusaCalculator, load_model
 from hayabusa.cli import main
@@ -44,10 +43,7 @@ def cu_frames(n, seed=0, symbol="Cu"):
     for _ in range(n):
         atoms = bulk(symbol, "fcc", a=3.61 if symbol == "Cu" else 4.09, cubic=True).repeat(2)
         atoms.rattle(0.06, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        out.append(atoms)
+        out.append(with_emt_labels(atoms))
     return out
 
 
