@@ -1,6 +1,7 @@
 """Break an LJ step on the GPU into its parts (CUDA-event timings), to see where time goes.
 
     python3 bench/profile_lj.py [--atoms 4000,1048576] [--dtype float32]
+    python3 bench/profile_lj.py --kalj 256   # Kob–Andersen replicas × 4096 atoms, NHC NVT
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import argparse
 import torch
 
 from hayabusa import State
-from hayabusa.bench.problems import lj_liquid
-from hayabusa.md import Simulation, VelocityVerlet, maxwell_boltzmann
-from hayabusa.potentials import LennardJones
+from hayabusa.bench.problems import kob_andersen_replicas, lj_liquid
+from hayabusa.md import NoseHooverChain, Simulation, VelocityVerlet, maxwell_boltzmann
+from hayabusa.potentials import LennardJones, kob_andersen
 
 
 def timed(fn, repeats: int = 20) -> float:
@@ -32,26 +33,35 @@ def main() -> None:
     parser.add_argument("--atoms", default="4000,1048576")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--block-steps", type=int, default=10)
+    parser.add_argument("--kalj", type=int, default=0,
+                        help="profile this many Kob–Andersen replicas instead (NHC NVT)")
+    parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
-    print(f"{'atoms':>9} {'build':>9} {'LJ kernel':>10} {'VV step':>9} {'block/step':>11}  (ms)")
-    for n in [int(x) for x in args.atoms.split(",")]:
-        profile_one(n, args.dtype, args.block_steps)
+    print(f"{'atoms':>9} {'build':>9} {'LJ kernel':>10} {'step':>9} {'block/step':>11}  (ms)")
+    if args.kalj:
+        state = State.from_atoms(kob_andersen_replicas(args.kalj), units="lj", device="cuda")
+        maxwell_boltzmann(state, 0.64, units="lj", seed=1)
+        profile_one(state, kob_andersen(precision=args.dtype),
+                    NoseHooverChain(0.005, 0.64, 0.5, units="lj"), args)
+    for n in [] if args.kalj else [int(x) for x in args.atoms.split(",")]:
+        state = State.from_atoms(lj_liquid(n), units="lj", device="cuda")
+        maxwell_boltzmann(state, 0.72, units="lj", seed=1)
+        profile_one(state, LennardJones(1.0, 1.0, 2.5, precision=args.dtype),
+                    VelocityVerlet(0.005, units="lj"), args)
 
 
-def profile_one(n: int, dtype: str, block_steps: int) -> None:
-    state = State.from_atoms(lj_liquid(n), units="lj", device="cuda")
-    maxwell_boltzmann(state, 0.72, units="lj", seed=1)
-    pot = LennardJones(1.0, 1.0, 2.5, precision=dtype)
-    sim = Simulation(state, pot, VelocityVerlet(0.005, units="lj"), units="lj", skin=0.3,
-                     block_steps=block_steps, health_every=100 * block_steps)
-    sim.run(2 * block_steps)
+def profile_one(state, pot, integrator, args) -> None:
+    block_steps = args.block_steps
+    sim = Simulation(state, pot, integrator, units="lj", skin=0.3, block_steps=block_steps,
+                     health_every=100 * block_steps)
+    sim.run(max(args.warmup, 2 * block_steps))
     nl = sim.forces.neighbors
     t_build = timed(lambda: nl.build_async(state))
     t_force = timed(lambda: pot(state, nl))
     t_step = timed(lambda: sim.integrator.step(state, sim.result, lambda s: pot(s, nl)))
     t_block = timed(lambda: sim.run(block_steps), repeats=10) / block_steps
     print(f"{state.n_atoms:>9} {t_build:>9.3f} {t_force:>10.3f} {t_step:>9.3f} "
-          f"{t_block:>11.4f}   list {nl.kind}, K={nl.capacity}")
+          f"{t_block:>11.4f}   list {nl.kind}, K={nl.capacity}, {integrator.name}")
 
 if __name__ == "__main__":
     main()

@@ -2,13 +2,15 @@
 at least three list cutoffs wide — the layout the fused GPU kernels read.
 
 Each neighbour appears once and its pair vector is the minimum image of r_j − r_i, so no image
-shifts are stored: ``index`` [K, N] int32 and ``count`` [N] int32, with rows ("lanes") in cell
-order — lane l belongs to atom ``order[l]`` — and slot k of every lane contiguous, so the
-threads of a kernel read consecutive memory and gather from one neighbourhood. On a CUDA
-device the list is built by a Triton cell-list kernel with no host synchronisation
-(``build_async``, which a CUDA graph can capture); elsewhere by ``cell_list_pairs``. It offers
-the same
-views as NeighborList (``neighbors``, ``mask``, ``pair_vectors``) so every potential runs on it.
+shifts are stored: ``index`` [K, N] int32 and ``count`` [N] int32. Rows ("lanes") are in cell
+order — lane l belongs to atom ``order[l]`` — and ``index`` holds the *lanes* of the
+neighbours, so kernels gather them from positions packed in the same order (``pack``), where a
+neighbourhood is a few contiguous rows; ``State`` keeps the user's atom order. Slot k of every
+lane is contiguous, so the threads of a kernel read consecutive memory. On a CUDA device the
+list is built by a Triton cell-list kernel with no host synchronisation (``build_async``,
+which a CUDA graph can capture); elsewhere by ``cell_list_pairs`` with lanes = atoms. It offers
+the same views as NeighborList (``neighbors``, ``mask``, ``pair_vectors``), by atom, so every
+potential runs on it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def min_image_supported(state, list_cutoff: float) -> bool:
 class MinImageNeighborList(VerletList):
     kind = "min_image"
     buffer_names = ("index", "count", "order")  # [K, N] int32; [N] int32; [N] int32
+    layout = "lanes"  # what ``index`` holds; a checkpoint with another layout is rebuilt
 
     # ------------------------------------------------------------------ build
     def build(self, state) -> MinImageNeighborList:
@@ -59,8 +62,15 @@ class MinImageNeighborList(VerletList):
         self.index = torch.zeros(k, n, dtype=torch.int32, device=dev)
         self.count = torch.zeros(n, dtype=torch.int32, device=dev)
         self.order = torch.arange(n, dtype=torch.int32, device=dev)
+        self._allocate_packed()
         self.reference_positions = state.positions.detach().clone()
         self.overflow = torch.zeros((), dtype=torch.bool, device=dev)
+
+    def _allocate_packed(self) -> None:
+        """The lane-ordered copies that ``pack`` fills, sized like ``index``."""
+        n, dev = self.index.shape[1], self.index.device
+        self.packed = torch.zeros(3, n, dtype=torch.float64, device=dev)
+        self.packed_type = torch.zeros(n, dtype=torch.int32, device=dev)
 
     def _prepare(self, state) -> None:
         """Fixed-size buffers for ``build_async`` (host work, once per box and capacity)."""
@@ -98,16 +108,33 @@ class MinImageNeighborList(VerletList):
             + bin3[:, 2]
         self.bin3.copy_(bin3)
         self.order.copy_(torch.argsort(gbin))
+        self.pack(state)
         self.bin_count.zero_()
         self.bin_count.index_add_(0, gbin, self.ones)
         bin_start = torch.cumsum(self.bin_count, 0, dtype=torch.int32) - self.bin_count
         self.most.zero_()
-        launch_build((state.positions, self.system32, self.box, self.nbins32, self.bin_offset32,
+        launch_build((self.packed, self.system32, self.box, self.nbins32, self.bin_offset32,
                       self.bin3, self.order, bin_start, self.bin_count, self.index, self.count,
                       self.most, state.n_atoms, self.capacity, self.list_cutoff ** 2),
                      state.n_atoms)
         self.reference_positions.copy_(state.positions)
         self.overflow.copy_(self.most[0] > self.capacity)
+
+    def pack(self, state) -> None:
+        """Copy positions and types into lane order: ``packed`` [3, N] float64 (x, y, z rows)
+        and ``packed_type`` [N] int32 (GPU; the kernels read these)."""
+        from .triton_build import pack
+
+        pack(state, self.order, self.packed, self.packed_type)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "layout": self.layout}
+
+    def load_state_dict(self, d: dict, device=None) -> None:
+        if d.get("layout") == self.layout:
+            super().load_state_dict(d, device)
+            if self.index is not None:
+                self._allocate_packed()
 
     def mark_stale(self, state, flag: torch.Tensor) -> None:
         """As VerletList.mark_stale; on a GPU one Triton kernel instead of five."""
@@ -131,6 +158,7 @@ class MinImageNeighborList(VerletList):
         slot = torch.arange(pairs.i.numel(), device=pairs.i.device) - \
             (torch.cumsum(counts, 0) - counts)[pairs.i]
         self.index[slot, pairs.i] = pairs.j.to(torch.int32)
+        torch.arange(state.n_atoms, out=self.order)  # lanes are atoms here
         self.count.copy_(counts.to(torch.int32))
         self.reference_positions.copy_(state.positions)
 
@@ -150,9 +178,10 @@ class MinImageNeighborList(VerletList):
 
     @property
     def neighbors(self) -> torch.Tensor:
-        """[N, K] int64 by atom, padded with the atom's own index."""
+        """[N, K] int64 atom ids by atom, padded with the atom's own index."""
         own = torch.arange(self.index.shape[1], device=self.index.device)[:, None]
-        return torch.where(self.mask, self.index.T[self._rows_of_atoms()].long(), own)
+        lanes = self.index.T[self._rows_of_atoms()].long()
+        return torch.where(self.mask, self.order.long()[lanes], own)
 
     def pair_vectors(self, state) -> torch.Tensor:
         """[N, K, 3] minimum-image r_j − r_i (zeros in padding slots)."""

@@ -1,15 +1,19 @@
-"""Triton cell-list kernel that fills a MinImageNeighborList on the GPU.
+"""Triton kernels of the MinImageNeighborList on the GPU: the packing of positions in cell
+order, the cell-list build, and the stale check.
 
 Hand-written because no maintained library builds a batched, fixed-capacity, column-major
 neighbor matrix on the device without host synchronisation (see reference/gpu-kernels.md).
 Atoms are binned into cells at least one list cutoff wide (≥ 3 per direction, so the 27
-stencil cells are distinct). A program takes BLOCK atoms in cell order (``order``), so its
-atoms share cells, and examines TILE candidates of a cell per atom at once (many independent
-loads in flight); a prefix sum gives each neighbour found its slot. Rows are stored in the same
-cell order: row ``lane`` of the matrix belongs to atom ``order[lane]``.
+stencil cells are distinct) and sorted by cell: lane ``l`` is atom ``order[l]``. ``pack``
+copies positions and types into that order ([3, N] float64 rows x, y, z and [N] int32), so the
+atoms of a cell are contiguous and the neighbours a kernel gathers lie in a few nearby rows
+(coalesced loads, cache hits) instead of anywhere in memory; ``State`` keeps the user's atom
+order. Cells are numbered z fastest, so the three cells of a stencil column along z are one
+contiguous run of lanes (two runs where the column wraps around the box). A build program
+takes BLOCK lanes (atoms that share cells) and examines TILE candidates of a column per lane
+at once; a prefix sum gives each neighbour found its slot. The list stores neighbour *lanes*.
 Every size is fixed beforehand, so a build can be captured in a CUDA graph: overflows of the
-neighbour capacity or of the per-cell bound are reported in ``most`` instead of dropped
-silently.
+neighbour capacity are reported in ``most``, never dropped silently.
 """
 
 from __future__ import annotations
@@ -24,52 +28,85 @@ import triton.language as tl
 CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
            for b, t, w in ((32, 32, 4), (64, 16, 4), (128, 8, 4), (128, 16, 8), (256, 4, 8))]
 
+PACK_BLOCK = 512
+
 
 @triton.jit
-def build_kernel(pos_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr, order_ptr,
+def pack_kernel(pos_ptr, type_ptr, order_ptr, packed_ptr, packed_type_ptr, n_atoms,
+                BLOCK: tl.constexpr):
+    """packed[c, l] = position c of atom order[l]; packed_type[l] = its type."""
+    lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = lane < n_atoms
+    i = tl.load(order_ptr + lane, mask=live, other=0)
+    for c in tl.static_range(3):
+        tl.store(packed_ptr + c * n_atoms + lane,
+                 tl.load(pos_ptr + 3 * i + c, mask=live, other=0.0), mask=live)
+    tl.store(packed_type_ptr + lane, tl.load(type_ptr + i, mask=live, other=0).to(tl.int32),
+             mask=live)
+
+
+def pack(state, order, packed, packed_type) -> None:
+    """Fill ``packed`` [3, N] float64 and ``packed_type`` [N] int32 in the lane order
+    ``order`` [N] int32."""
+    n = state.n_atoms
+    pack_kernel[(triton.cdiv(n, PACK_BLOCK),)](state.positions, state.type_ids, order, packed,
+                                               packed_type, n, BLOCK=PACK_BLOCK)
+
+
+@triton.jit
+def build_kernel(packed_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_ptr, order_ptr,
                  bin_start_ptr, bin_count_ptr, index_ptr, count_ptr, most_ptr,
                  n_atoms, capacity, cutoff2, BLOCK: tl.constexpr, TILE: tl.constexpr):
     lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = lane < n_atoms
     i = tl.load(order_ptr + lane, mask=live, other=0)
-    xi = tl.load(pos_ptr + 3 * i, mask=live, other=0.0)
-    yi = tl.load(pos_ptr + 3 * i + 1, mask=live, other=0.0)
-    zi = tl.load(pos_ptr + 3 * i + 2, mask=live, other=0.0)
+    xi = tl.load(packed_ptr + lane, mask=live, other=0.0)
+    yi = tl.load(packed_ptr + n_atoms + lane, mask=live, other=0.0)
+    zi = tl.load(packed_ptr + 2 * n_atoms + lane, mask=live, other=0.0)
     s = tl.load(sys_ptr + i, mask=live, other=0)
     lx = tl.load(box_ptr + 3 * s, mask=live, other=1.0)
     ly = tl.load(box_ptr + 3 * s + 1, mask=live, other=1.0)
     lz = tl.load(box_ptr + 3 * s + 2, mask=live, other=1.0)
     ilx, ily, ilz = 1.0 / lx, 1.0 / ly, 1.0 / lz
-    nx = tl.load(nbins_ptr + 3 * s, mask=live, other=1)
-    ny = tl.load(nbins_ptr + 3 * s + 1, mask=live, other=1)
-    nz = tl.load(nbins_ptr + 3 * s + 2, mask=live, other=1)
+    nx = tl.load(nbins_ptr + 3 * s, mask=live, other=3)
+    ny = tl.load(nbins_ptr + 3 * s + 1, mask=live, other=3)
+    nz = tl.load(nbins_ptr + 3 * s + 2, mask=live, other=3)
     offset = tl.load(bin_offset_ptr + s, mask=live, other=0)
     bx = tl.load(bin3_ptr + 3 * i, mask=live, other=0)
     by = tl.load(bin3_ptr + 3 * i + 1, mask=live, other=0)
     bz = tl.load(bin3_ptr + 3 * i + 2, mask=live, other=0)
+    # Along z a column holds cells max(bz-1, 0) … min(bz+1, nz-1) as one run of lanes, and the
+    # cell on the other side of the box where the stencil wraps (none inside the box).
+    z_lo = tl.maximum(bz - 1, 0)
+    z_hi = tl.minimum(bz + 1, nz - 1)
+    wraps = (bz == 0) | (bz == nz - 1)
+    z_wrap = tl.where(bz == 0, nz - 1, 0)
     count = tl.zeros([BLOCK], dtype=tl.int32)
     q = tl.arange(0, TILE)
-    for cell in tl.static_range(27):
-        cx = (bx + (cell // 9 - 1) + nx) % nx
-        cy = (by + ((cell // 3) % 3 - 1) + ny) % ny
-        cz = (bz + (cell % 3 - 1) + nz) % nz
-        b = offset + (cx * ny + cy) * nz + cz
-        start = tl.load(bin_start_ptr + b, mask=live, other=0)
-        in_bin = tl.load(bin_count_ptr + b, mask=live, other=0)
-        for q0 in range(0, tl.max(in_bin, axis=0), TILE):
-            ok = live[:, None] & (q0 + q[None, :] < in_bin[:, None])
-            j = tl.load(order_ptr + start[:, None] + q0 + q[None, :], mask=ok, other=0)
-            dx = tl.load(pos_ptr + 3 * j, mask=ok, other=0.0) - xi[:, None]
-            dy = tl.load(pos_ptr + 3 * j + 1, mask=ok, other=0.0) - yi[:, None]
-            dz = tl.load(pos_ptr + 3 * j + 2, mask=ok, other=0.0) - zi[:, None]
+    for column in tl.static_range(9):
+        cx = (bx + (column // 3 - 1) + nx) % nx
+        cy = (by + (column % 3 - 1) + ny) % ny
+        base = offset + (cx * ny + cy) * nz
+        start = tl.load(bin_start_ptr + base + z_lo, mask=live, other=0)
+        run = tl.load(bin_start_ptr + base + z_hi, mask=live, other=0) - start + \
+            tl.load(bin_count_ptr + base + z_hi, mask=live, other=0)
+        wrap_start = tl.load(bin_start_ptr + base + z_wrap, mask=live & wraps, other=0)
+        total = run + tl.load(bin_count_ptr + base + z_wrap, mask=live & wraps, other=0)
+        for q0 in range(0, tl.max(total, axis=0), TILE):
+            c = q0 + q[None, :]
+            ok = live[:, None] & (c < total[:, None])
+            j = tl.where(c < run[:, None], start[:, None] + c,
+                         wrap_start[:, None] + c - run[:, None])
+            dx = tl.load(packed_ptr + j, mask=ok, other=0.0) - xi[:, None]
+            dy = tl.load(packed_ptr + n_atoms + j, mask=ok, other=0.0) - yi[:, None]
+            dz = tl.load(packed_ptr + 2 * n_atoms + j, mask=ok, other=0.0) - zi[:, None]
             dx -= lx[:, None] * tl.floor(dx * ilx[:, None] + 0.5)
             dy -= ly[:, None] * tl.floor(dy * ily[:, None] + 0.5)
             dz -= lz[:, None] * tl.floor(dz * ilz[:, None] + 0.5)
-            ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != i[:, None])
+            ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != lane[:, None])
             hit = ok.to(tl.int32)
             slot = count[:, None] + tl.cumsum(hit, axis=1) - 1
-            tl.store(index_ptr + slot * n_atoms + lane[:, None], j.to(tl.int32),
-                     mask=ok & (slot < capacity))
+            tl.store(index_ptr + slot * n_atoms + lane[:, None], j, mask=ok & (slot < capacity))
             count += tl.sum(hit, axis=1)
     tl.store(count_ptr + lane, tl.minimum(count, capacity), mask=live)
     tl.atomic_max(most_ptr, tl.max(tl.where(live, count, 0), axis=0))
