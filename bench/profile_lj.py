@@ -36,8 +36,11 @@ def main() -> None:
     parser.add_argument("--kalj", type=int, default=0,
                         help="profile this many Kob–Andersen replicas instead (NHC NVT)")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--kernels", action="store_true",
+                        help="also list the GPU kernels of 10 blocks (torch.profiler)")
     args = parser.parse_args()
-    print(f"{'atoms':>9} {'build':>9} {'LJ kernel':>10} {'step':>9} {'block/step':>11}  (ms)")
+    print(f"{'atoms':>9} {'build':>9} {'LJ kernel':>10} {'step':>9} {'no forces':>10} "
+          f"{'block/step':>11}  (ms)")
     if args.kalj:
         state = State.from_atoms(kob_andersen_replicas(args.kalj), units="lj", device="cuda")
         maxwell_boltzmann(state, 0.64, units="lj", seed=1)
@@ -53,15 +56,24 @@ def main() -> None:
 def profile_one(state, pot, integrator, args) -> None:
     block_steps = args.block_steps
     sim = Simulation(state, pot, integrator, units="lj", skin=0.3, block_steps=block_steps,
-                     health_every=100 * block_steps)
+                     health_every=10**9)  # the eager steps below break the energy account
     sim.run(max(args.warmup, 2 * block_steps))
     nl = sim.forces.neighbors
+    t_block = timed(lambda: sim.run(block_steps), repeats=10) / block_steps
+    if args.kernels:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            sim.run(10 * block_steps)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25,
+                                        max_name_column_width=60))
     t_build = timed(lambda: nl.build_async(state))
     t_force = timed(lambda: pot(state, nl))
     t_step = timed(lambda: sim.integrator.step(state, sim.result, lambda s: pot(s, nl)))
-    t_block = timed(lambda: sim.run(block_steps), repeats=10) / block_steps
-    print(f"{state.n_atoms:>9} {t_build:>9.3f} {t_force:>10.3f} {t_step:>9.3f} "
-          f"{t_block:>11.4f}   list {nl.kind}, K={nl.capacity}, {integrator.name}")
+    t_bare = timed(lambda: sim.integrator.step(state, sim.result, lambda s: sim.result))
+    print(f"{state.n_atoms:>9} {t_build:>9.3f} {t_force:>10.3f} {t_step:>9.3f} {t_bare:>10.3f} "
+          f"{t_block:>11.4f}   list {nl.kind}, K={nl.capacity}, {integrator.name}, "
+          f"builds {nl.n_builds}")
+
 
 if __name__ == "__main__":
     main()

@@ -59,6 +59,7 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
                      block_steps=block_steps, health_every=health_every)
     sim.run(warmup)
     builds0 = sim.forces.neighbors.n_builds
+    undone0 = sim.blocks.undone if sim.blocks is not None else 0
     h0 = sim.thermo()["conserved"].clone()
     sync(device)
     t0 = time.perf_counter()
@@ -78,7 +79,7 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
         "tau_per_day": steps * timestep / seconds * 86400,
         "neighbor_list": sim.forces.neighbors.kind,
         "neighbor_capacity": capacity, "builds": sim.forces.neighbors.n_builds - builds0,
-        "blocks_undone": sim.blocks.undone if sim.blocks is not None else 0,
+        "blocks_undone": (sim.blocks.undone - undone0) if sim.blocks is not None else 0,
         "bytes_per_atom_step": model, "achieved_bytes_per_s": model * rate,
         "energy_drift_per_atom": drift,
         "temperature_end": thermo["temp"].mean().item(),  # mean over systems, after the run
