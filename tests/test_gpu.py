@@ -212,3 +212,27 @@ def test_fused_deeppot_in_cuda_graph_blocks_follows_pytorch_eager_steps():
     eager, graphed = run(False, 0), run(True, 10)
     assert graphed.blocks.graph is not None
     assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("chain_length", [1, 3, 5])
+def test_nose_hoover_chain_kernel_equals_pytorch_chain(chain_length):
+    """The Triton chain update of a half step (triton_chain) against the PyTorch one."""
+    import copy
+
+    from hayabusa.builders import kob_andersen_mixture
+    from hayabusa.md.triton_chain import chain_half_step
+
+    state = State.from_atoms([kob_andersen_mixture(n, 1.2, seed=n) for n in (100, 150, 200)],
+                             units="lj").to("cuda")
+    torch_chain = NoseHooverChain([0.005, 0.004, 0.003], [0.8, 0.5, 1.2], 0.2, units="lj",
+                                  chain_length=chain_length)
+    torch_chain.init(state)
+    torch_chain.v_xi.normal_()
+    torch_chain.xi.normal_()
+    kernel_chain = copy.deepcopy(torch_chain)
+    ke2 = torch.tensor([10.0, 3.0, 50.0], dtype=torch.float64, device="cuda")
+    for _ in range(3):
+        scale = torch_chain.chain_half_step(ke2)
+        assert torch.allclose(chain_half_step(ke2, kernel_chain), scale, rtol=1e-14, atol=0)
+    assert torch.allclose(kernel_chain.v_xi, torch_chain.v_xi, rtol=1e-13, atol=1e-15)
+    assert torch.allclose(kernel_chain.xi, torch_chain.xi, rtol=1e-13, atol=1e-15)

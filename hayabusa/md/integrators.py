@@ -251,10 +251,21 @@ class NoseHooverChain(_Thermostatted):
         return (self.Q[:, k - 1] * self.v_xi[:, k - 1] ** 2 - self.kT) / self.Q[:, k]
 
     def half_step(self, state: State) -> None:
-        """Propagate the chain and scale particle velocities for dt/2."""
+        """Propagate the chain and scale particle velocities for dt/2 (on a GPU the chain
+        update is one Triton kernel, ``triton_chain``, with the same operations)."""
+        ke2 = 2 * kinetic_energy(state, self.units)
+        if ke2.is_cuda and self.v_xi.is_contiguous() and self.xi.is_contiguous():
+            from .triton_chain import chain_half_step
+
+            scale = chain_half_step(ke2, self)
+        else:
+            scale = self.chain_half_step(ke2)
+        state.velocities *= scale.to(state.dtype)[state.system_idx, None]
+
+    def chain_half_step(self, ke2: torch.Tensor) -> torch.Tensor:
+        """Advance the chain by dt/2 from ke2 = 2·KE [S]; returns the velocity scale [S]."""
         m = self.chain_length
         dt2, dt4, dt8 = 0.5 * self.dt, 0.25 * self.dt, 0.125 * self.dt
-        ke2 = 2 * kinetic_energy(state, self.units)
         v = self.v_xi
 
         def update(k):  # v_k ← (v_k e^{−v_{k+1} dt/8} + G_k dt/4) e^{−v_{k+1} dt/8}
@@ -267,11 +278,11 @@ class NoseHooverChain(_Thermostatted):
         for k in reversed(range(m)):
             update(k)
         scale = torch.exp(-dt2 * v[:, 0])
-        state.velocities *= scale.to(state.dtype)[state.system_idx, None]
         ke2 = ke2 * scale * scale
         self.xi += dt2[:, None] * v
         for k in range(m):
             update(k)
+        return scale
 
     def step(self, state, result, compute):
         self.half_step(state)

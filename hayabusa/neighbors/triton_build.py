@@ -10,8 +10,10 @@ atoms of a cell are contiguous and the neighbours a kernel gathers lie in a few 
 (coalesced loads, cache hits) instead of anywhere in memory; ``State`` keeps the user's atom
 order. Cells are numbered z fastest, so the three cells of a stencil column along z are one
 contiguous run of lanes (two runs where the column wraps around the box). A build program
-takes BLOCK lanes (atoms that share cells) and examines TILE candidates of a column per lane
-at once; a prefix sum gives each neighbour found its slot. The list stores neighbour *lanes*.
+takes BLOCK lanes (atoms that share cells), one per thread, and walks the candidates of each
+column TILE at a time (unrolled, so their loads are in flight together; the threads of a warp
+mostly read the same rows: broadcasts); each thread counts its own neighbours, so no prefix
+sum is needed. The list stores neighbour *lanes*.
 Every size is fixed beforehand, so a build can be captured in a CUDA graph: overflows of the
 neighbour capacity are reported in ``most``, never dropped silently.
 """
@@ -23,10 +25,10 @@ import os
 import triton
 import triton.language as tl
 
-# Tile shapes (atoms per program × candidates at once) tried on first use for each size; the
-# kernel is idempotent, so the trial runs leave the same list.
-CONFIGS = [triton.Config({"BLOCK": b, "TILE": t}, num_warps=w)
-           for b, t, w in ((32, 32, 4), (64, 16, 4), (128, 8, 4), (128, 16, 8), (256, 4, 8))]
+# Tile shapes (atoms per program, a thread each × candidates unrolled) tried on first use for
+# each size; the kernel is idempotent, so the trial runs leave the same list.
+CONFIGS = [triton.Config({"BLOCK": 32 * w, "TILE": t}, num_warps=w)
+           for w, t in ((2, 4), (4, 2), (4, 4), (4, 8), (8, 4))]
 
 PACK_BLOCK = 512
 
@@ -82,7 +84,6 @@ def build_kernel(packed_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_p
     wraps = (bz == 0) | (bz == nz - 1)
     z_wrap = tl.where(bz == 0, nz - 1, 0)
     count = tl.zeros([BLOCK], dtype=tl.int32)
-    q = tl.arange(0, TILE)
     for column in tl.static_range(9):
         cx = (bx + (column // 3 - 1) + nx) % nx
         cy = (by + (column % 3 - 1) + ny) % ny
@@ -93,21 +94,19 @@ def build_kernel(packed_ptr, sys_ptr, box_ptr, nbins_ptr, bin_offset_ptr, bin3_p
         wrap_start = tl.load(bin_start_ptr + base + z_wrap, mask=live & wraps, other=0)
         total = run + tl.load(bin_count_ptr + base + z_wrap, mask=live & wraps, other=0)
         for q0 in range(0, tl.max(total, axis=0), TILE):
-            c = q0 + q[None, :]
-            ok = live[:, None] & (c < total[:, None])
-            j = tl.where(c < run[:, None], start[:, None] + c,
-                         wrap_start[:, None] + c - run[:, None])
-            dx = tl.load(packed_ptr + j, mask=ok, other=0.0) - xi[:, None]
-            dy = tl.load(packed_ptr + n_atoms + j, mask=ok, other=0.0) - yi[:, None]
-            dz = tl.load(packed_ptr + 2 * n_atoms + j, mask=ok, other=0.0) - zi[:, None]
-            dx -= lx[:, None] * tl.floor(dx * ilx[:, None] + 0.5)
-            dy -= ly[:, None] * tl.floor(dy * ily[:, None] + 0.5)
-            dz -= lz[:, None] * tl.floor(dz * ilz[:, None] + 0.5)
-            ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != lane[:, None])
-            hit = ok.to(tl.int32)
-            slot = count[:, None] + tl.cumsum(hit, axis=1) - 1
-            tl.store(index_ptr + slot * n_atoms + lane[:, None], j, mask=ok & (slot < capacity))
-            count += tl.sum(hit, axis=1)
+            for q in tl.static_range(TILE):  # unrolled: TILE candidates' loads in flight
+                c = q0 + q
+                ok = live & (c < total)
+                j = tl.where(c < run, start + c, wrap_start + c - run)
+                dx = tl.load(packed_ptr + j, mask=ok, other=0.0) - xi
+                dy = tl.load(packed_ptr + n_atoms + j, mask=ok, other=0.0) - yi
+                dz = tl.load(packed_ptr + 2 * n_atoms + j, mask=ok, other=0.0) - zi
+                dx -= lx * tl.floor(dx * ilx + 0.5)
+                dy -= ly * tl.floor(dy * ily + 0.5)
+                dz -= lz * tl.floor(dz * ilz + 0.5)
+                ok = ok & (dx * dx + dy * dy + dz * dz < cutoff2) & (j != lane)
+                tl.store(index_ptr + count * n_atoms + lane, j, mask=ok & (count < capacity))
+                count += ok.to(tl.int32)
     tl.store(count_ptr + lane, tl.minimum(count, capacity), mask=live)
     tl.atomic_max(most_ptr, tl.max(tl.where(live, count, 0), axis=0))
 
@@ -125,7 +124,7 @@ def autotune() -> bool:
 
 def launch_build(args: tuple, n_atoms: int) -> None:
     if not autotune():
-        build_kernel[(triton.cdiv(n_atoms, 32),)](*args, BLOCK=32, TILE=32)
+        build_kernel[(triton.cdiv(n_atoms, 128),)](*args, BLOCK=128, TILE=4)
     else:
         _build_tuned[lambda meta: (triton.cdiv(n_atoms, meta["BLOCK"]),)](*args)
 
