@@ -24,9 +24,9 @@ import triton.language as tl
 from ..neighbors.triton_build import autotune
 
 # Tile shapes (atoms per program, a thread each × neighbour slots unrolled) tried on first
-# use for each size.
+# use for each size; one-warp programs spread a small system over more multiprocessors.
 CONFIGS = [triton.Config({"BLOCK": 32 * w, "TILE": t}, num_warps=w)
-           for w, t in ((2, 4), (4, 2), (4, 4), (4, 8), (8, 4))]
+           for w, t in ((1, 4), (1, 8), (2, 4), (4, 2), (4, 4), (4, 8), (8, 4))]
 
 
 @triton.jit
