@@ -36,6 +36,36 @@ def test_same_pairs_and_forces_as_the_cell_list():
     assert torch.allclose(a.stress, b.stress, rtol=1e-12, atol=1e-12)
 
 
+def test_views_by_atom_from_lanes_in_cell_order():
+    """The GPU build stores rows and neighbours as lanes (atom order[l]); the views by atom map
+    them back. Here a reference list is permuted into that layout by hand."""
+    state = batch()
+    ref = MinImageNeighborList(2.5, 0.3).build(state)
+    lanes = MinImageNeighborList(2.5, 0.3).build(state)
+    order = torch.randperm(state.n_atoms, generator=torch.Generator().manual_seed(0))
+    lane_of = torch.empty_like(order)
+    lane_of[order] = torch.arange(state.n_atoms)
+    lanes.order.copy_(order.to(torch.int32))
+    lanes.count.copy_(ref.count[order])
+    lanes.index.copy_(lane_of[ref.index.long()[:, order]].to(torch.int32))
+    assert torch.equal(lanes.mask, ref.mask)
+    assert torch.equal(torch.where(ref.mask, lanes.neighbors, -1),
+                       torch.where(ref.mask, ref.neighbors, -1))
+    assert torch.equal(lanes.pair_vectors(state), ref.pair_vectors(state))
+
+
+def test_checkpoint_of_another_layout_is_rebuilt():
+    """A list saved before the index held lanes (no "layout") is ignored on load."""
+    state = batch()
+    saved = MinImageNeighborList(2.5, 0.3).build(state).state_dict()
+    same = MinImageNeighborList(2.5, 0.3)
+    same.load_state_dict(saved)
+    assert torch.equal(same.index, saved["index"]) and same.packed.shape == (3, state.n_atoms)
+    old = MinImageNeighborList(2.5, 0.3)
+    old.load_state_dict({k: v for k, v in saved.items() if k != "layout"})
+    assert old.index is None and old.reference_positions is None
+
+
 def test_capacity_grows_from_one():
     state = batch()
     mi = MinImageNeighborList(2.5, 0.3, capacity=1).build(state)

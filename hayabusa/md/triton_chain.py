@@ -1,8 +1,9 @@
 """The Nosé–Hoover chain update of a half step as one Triton kernel (GPU hot path).
 
-Hand-written because the PyTorch form launches ~60 kernels on [S] tensors per half step
-(each chain element's force, damping and update), which cost more than the force kernel of
-a small system and ~0.2 ms per step for 256 replicas on an H100 (bench/profile_lj.py). One
+Hand-written because the PyTorch form launches ~70 kernels on [S] tensors per half step
+(each chain element's force, damping and update): in a CUDA-graph profile of 256
+Kob–Andersen replicas on an H100 (``bench/profile_lj.py --kalj 256 --kernels``, f97eaa0) a
+step ran ~140 kernels of 1–3 µs, most of them the chain's. One
 program takes BLOCK systems and runs the same operations in the same order as
 ``NoseHooverChain.half_step``: M chain elements updated from the last to the first, the
 velocity scale, the positions ξ, and the elements again from the first to the last. The
