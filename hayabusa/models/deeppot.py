@@ -157,7 +157,7 @@ class DeepPotSE(Potential):
 
     def fused_contraction(self, env, s, inside, tj) -> torch.Tensor:
         """T·N_c [N, M, 4] = Σ_j G_jᵀ R̂_j by the fused kernel; no gradient reaches the weights."""
-        from .fused_embedding import EmbeddingWeights, FusedEmbeddingContraction, slots_by_type
+        from .fused_embedding import EmbeddingWeights, FusedEmbeddingContraction
 
         params = [p for net in self.embedding_nets for p in net.parameters()]
         key = (self.net_dtype, *((p.data_ptr(), p._version) for p in params))
@@ -191,18 +191,15 @@ class DeepPotSE(Potential):
         ([N, k_t], k_t = the most such slots of one atom; one host sync), as deepmd-kit's
         per-type ``sel`` sized from the data. Slots a section pads with have R̂ = 0, so they
         add nothing and G needs no mask; no [N, K, M] tensor is scattered or gathered."""
-        n_types = len(self.embedding_nets)
-        key = torch.where(inside, tj, n_types)  # slots beyond r_cut sort after every type
-        counts = torch.stack([(key == t).sum(1) for t in range(n_types)], dim=1)  # [N, T]
-        widths = counts.max(0).values.tolist() if counts.numel() else [0] * n_types
-        order = torch.argsort(key, dim=1, stable=True)
-        first = torch.cumsum(counts, 1) - counts
+        order, first, counts = slots_by_type(inside, tj, len(self.embedding_nets))
+        widths = counts.max(0).values.tolist() if counts.numel() else [0] * counts.shape[1]
         env = env.to(self.net_dtype)
         t_mat = torch.zeros(s.shape[0], self.embedding_nets[0].layers[-1].out_features, 4,
                             dtype=self.net_dtype, device=s.device)
         for t, (net, k) in enumerate(zip(self.embedding_nets, widths, strict=True)):
             col = torch.arange(k, device=s.device)  # k = 0 still joins the autograd graph
             slot = torch.gather(order, 1, (first[:, t, None] + col).clamp(max=order.shape[1] - 1))
+            slot = slot.long()
             valid = (col < counts[:, t, None])[..., None]
             env_t = torch.gather(env, 1, slot[..., None].expand(-1, -1, 4)) * valid
             g = net(torch.gather(s, 1, slot).to(self.net_dtype)[..., None])
@@ -233,6 +230,16 @@ class DeepPotSE(Potential):
             stress = grads[1].to(torch.float64) / state.volume.to(torch.float64)[:, None, None]
         return PotentialResult(energy=energy, forces=-grads[0], stress=stress,
                                atom_energy=atom_energy)
+
+
+def slots_by_type(inside: torch.Tensor, tj: torch.Tensor, n_types: int):
+    """Each row's slots within r_cut grouped by neighbour type, with no host sync:
+    ``order`` [N, K] (int32), ``start`` and ``count`` [N, T] (int32)."""
+    key = torch.where(inside, tj, n_types).to(torch.int32)
+    order = torch.argsort(key, dim=1, stable=True).to(torch.int32)
+    count = torch.stack([(key == t).sum(1) for t in range(n_types)], 1).to(torch.int32)
+    start = (torch.cumsum(count, 1, dtype=torch.int32) - count).contiguous()
+    return order.contiguous(), start, count.contiguous()
 
 
 def _with(state, positions, cell):

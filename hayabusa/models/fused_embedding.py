@@ -323,13 +323,3 @@ class FusedEmbeddingContraction(torch.autograd.Function):
                 *weights.tensors, grad_padded, res.contiguous(), res_fold.contiguous(),
                 grad_s, grad_env, k, start.shape[1])
         return grad_s, grad_env, None, None, None, None
-
-
-def slots_by_type(inside: torch.Tensor, tj: torch.Tensor, n_types: int):
-    """Each row's slots within r_cut grouped by neighbour type, with no host sync:
-    ``order`` [N, K] (int32), ``start`` and ``count`` [N, T] (int32)."""
-    key = torch.where(inside, tj, n_types).to(torch.int32)
-    order = torch.argsort(key, dim=1, stable=True).to(torch.int32)
-    count = torch.stack([(key == t).sum(1) for t in range(n_types)], 1).to(torch.int32)
-    start = (torch.cumsum(count, 1, dtype=torch.int32) - count).contiguous()
-    return order.contiguous(), start, count.contiguous()
