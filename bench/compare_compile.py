@@ -13,23 +13,13 @@ import argparse
 import time
 
 import torch
+from profile_lj import timed  # the same CUDA-event timer (bench/ is on sys.path)
 
 from hayabusa import State
 from hayabusa.bench.problems import lj_liquid
 from hayabusa.neighbors.min_image import MinImageNeighborList
 from hayabusa.potentials import LennardJones
 from hayabusa.potentials.pair import PairPotential
-
-
-def timed(fn, repeats: int = 20) -> float:
-    fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeats
 
 
 def main() -> None:
