@@ -1,0 +1,65 @@
+"""Break a DeepPot-SE force call on the GPU into its parts, to see where time goes.
+
+    python3 bench/profile_model.py [--atoms 10976] [--precisions float64,mixed] [--kernels]
+
+Times (CUDA events, mean of 10 calls after one): the environment matrix alone, the atom
+energies (forward), and energy + forces (forward + backward) of the ``hayabusa bench model``
+network on rattled fcc Cu; ``--kernels`` lists the GPU kernels of 3 force calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_lj import timed  # noqa: E402
+
+from hayabusa import State  # noqa: E402
+from hayabusa.bench.model import copper  # noqa: E402
+from hayabusa.models import DeepPotSE  # noqa: E402
+from hayabusa.md.forces import make_neighbor_list  # noqa: E402
+
+SIZES = {"r_cut": 6.0, "r_smth": 0.5, "embedding": (25, 50, 100), "axis_neurons": 16,
+         "fitting": (240, 240, 240)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--atoms", type=int, default=10976)
+    parser.add_argument("--precisions", default="float64,mixed")
+    parser.add_argument("--kernels", action="store_true")
+    args = parser.parse_args()
+    atoms = copper(args.atoms)
+    print(f"{'precision':>9} {'atoms':>7} {'env':>8} {'energy':>8} {'E+F':>8}  (ms)")
+    for precision in args.precisions.split(","):
+        torch.manual_seed(0)
+        model = DeepPotSE([29], precision=precision, **SIZES).cuda().eval()
+        state = State.from_atoms(atoms, device="cuda")
+        nl = make_neighbor_list(model, 1.0, "auto", state)  # as ``bench model`` (skin 1 Å)
+        nl.build(state)
+
+        def energy():
+            positions = state.positions.detach().requires_grad_(True)
+            return model.atom_energies(state, nl, positions, state.cell)
+
+        t_env = timed(lambda: model.environment(state, nl), 10)
+        t_energy = timed(energy, 10)
+        t_full = timed(lambda: model(state, nl), 10)
+        print(f"{precision:>9} {len(atoms):>7} {t_env:>8.3f} {t_energy:>8.3f} {t_full:>8.3f}"
+              f"   list {nl.kind}, K={nl.capacity}")
+        if args.kernels:
+            with torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    model(state, nl)
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30,
+                                            max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()
