@@ -20,8 +20,8 @@ from profile_lj import timed  # noqa: E402
 
 from hayabusa import State  # noqa: E402
 from hayabusa.bench.model import copper  # noqa: E402
-from hayabusa.models import DeepPotSE  # noqa: E402
 from hayabusa.md.forces import make_neighbor_list  # noqa: E402
+from hayabusa.models import DeepPotSE  # noqa: E402
 
 SIZES = {"r_cut": 6.0, "r_smth": 0.5, "embedding": (25, 50, 100), "axis_neurons": 16,
          "fitting": (240, 240, 240)}
