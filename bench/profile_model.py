@@ -4,7 +4,9 @@
 
 Times (CUDA events, mean of 10 calls after one): the environment matrix alone, the atom
 energies (forward), and energy + forces (forward + backward) of the ``hayabusa bench model``
-network on rattled fcc Cu; ``--kernels`` lists the GPU kernels of 3 force calls.
+network on rattled fcc Cu; ``--kernels`` lists the GPU kernels of 3 force calls;
+``--tile-shapes`` times the tangent embedding kernel in each autotuned shape (with its
+registers and spills) on 80 slots per atom.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ def main() -> None:
     parser.add_argument("--atoms", type=int, default=10976)
     parser.add_argument("--precisions", default="float64,mixed")
     parser.add_argument("--kernels", action="store_true")
+    parser.add_argument("--tile-shapes", action="store_true")
     args = parser.parse_args()
+    if args.tile_shapes:
+        for precision in args.precisions.split(","):
+            tile_shapes(precision, args.atoms * 80)
     atoms = copper(args.atoms)
     print(f"{'precision':>9} {'atoms':>7} {'env':>8} {'energy':>8} {'E+F':>8}  (ms)")
     for precision in args.precisions.split(","):
@@ -59,6 +65,32 @@ def main() -> None:
                 torch.cuda.synchronize()
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30,
                                             max_name_column_width=70))
+
+
+def tile_shapes(precision: str, rows: int) -> None:
+    """Time ``tangent_kernel`` in every autotuned shape on ``rows`` slots."""
+    import triton
+
+    from hayabusa.models.tangent_embedding import CONFIGS, EmbeddingWeights, tangent_kernel
+
+    torch.manual_seed(0)
+    model = DeepPotSE([29], precision=precision, **SIZES).cuda().eval()
+    weights = EmbeddingWeights(model.embedding_nets, model.net_dtype)
+    s = torch.rand(rows, dtype=model.net_dtype, device="cuda")
+    g = torch.empty(rows, weights.n_columns, dtype=s.dtype, device="cuda")
+    dg = torch.empty_like(g)
+    for config in CONFIGS:
+        kt, warps = config.kwargs["KT"], config.num_warps
+
+        def launch():
+            return tangent_kernel[(triton.cdiv(rows, kt),)](
+                s, *weights.tensors, g, dg, rows, 0, LAYERS=weights.n_layers,
+                W=weights.width, P=weights.padded, KT=kt, num_warps=warps)
+
+        compiled = launch()
+        ms = timed(launch, 10)
+        print(f"tangent kernel {precision:>8} rows {rows} KT {kt:>3} warps {warps}: "
+              f"{ms:.3f} ms, {compiled.n_regs} registers, {compiled.n_spills} spills")
 
 
 if __name__ == "__main__":

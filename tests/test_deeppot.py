@@ -156,3 +156,19 @@ def test_energy_is_smooth_where_a_neighbour_crosses_the_cutoff():
     for r in (m.cutoff - 1e-6, m.cutoff + 1e-6):
         assert energy(r) == pytest.approx(far, abs=1e-12)
     assert abs(energy(3.0) - far) > 1e-6  # inside the cutoff the pair does interact
+
+
+def test_forward_mode_tangent_is_the_derivative_of_the_net():
+    """ResidualMLP.forward_with_tangent: G equals the net's output and G' its derivative by s
+    (autograd), through layers of every residual kind (same width, doubled, none)."""
+    from hayabusa.models.deeppot import ResidualMLP
+
+    torch.manual_seed(0)
+    net = ResidualMLP(1, [6, 6, 12, 5]).double()
+    s = torch.linspace(0.0, 1.5, 40, dtype=torch.float64, requires_grad=True)
+    g, dg = net.forward_with_tangent(s)
+    reference = net(s[:, None])
+    assert torch.allclose(g, reference, rtol=1e-14, atol=1e-14)
+    columns = [torch.autograd.grad(reference[:, m].sum(), s, retain_graph=True)[0]
+               for m in range(reference.shape[1])]
+    assert torch.allclose(dg, torch.stack(columns, 1), rtol=1e-12, atol=1e-12)

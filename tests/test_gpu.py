@@ -160,11 +160,32 @@ def test_graph_blocks_on_fused_path_follow_eager_cell_list():
     assert (eager.state.positions - fused.state.positions).abs().max() < 1e-9
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("embedding", [(8,), (8, 16), (25, 50, 100), (6, 6, 12)])
+def test_tangent_embedding_kernel_equals_pytorch_tangent(precision, embedding):
+    """The Triton kernel's G and dG/ds equal ResidualMLP.forward_with_tangent's; shapes that
+    are not w, 2w, 4w take the PyTorch path."""
+    from hayabusa.models import DeepPotSE
+    from hayabusa.models.tangent_embedding import kernel_supports
+
+    torch.manual_seed(0)
+    model = DeepPotSE([29, 47], embedding=embedding, axis_neurons=4, fitting=(8,),
+                      precision=precision).cuda().eval()
+    s = torch.rand(1000, 37, dtype=model.net_dtype, device="cuda") * 1.5
+    tol = 1e-13 if precision == "float64" else 1e-5
+    for t, net in enumerate(model.embedding_nets):
+        g, dg = model.embedding_with_tangent(t, s)
+        assert (model._kernel_weights is not None) == kernel_supports(list(embedding))
+        g_ref, dg_ref = net.forward_with_tangent(s)
+        assert (g - g_ref).abs().max() <= tol * g_ref.abs().max()
+        assert (dg - dg_ref).abs().max() <= tol * dg_ref.abs().max()
+
+
 @pytest.mark.parametrize("precision", ["float64", "mixed", "float32"])
 @pytest.mark.parametrize("embedding", [(8, 16), (25, 50, 100)])
-def test_fused_deeppot_embedding_equals_pytorch_path(precision, embedding):
-    """The fused Triton embedding + contraction gives the PyTorch path's energy, forces and
-    stress (two species, a sheared cell), eagerly and inside a CUDA-graph block."""
+def test_deeppot_inference_path_equals_training_path(precision, embedding):
+    """Inference (the tangent kernel and batched matmuls) gives the energy, forces and stress
+    of the training path (autograd through the nets), two species in a sheared cell."""
     from test_deeppot import cuag
 
     from hayabusa import NeighborList
@@ -173,24 +194,22 @@ def test_fused_deeppot_embedding_equals_pytorch_path(precision, embedding):
     torch.manual_seed(0)
     model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, precision=precision,
                       embedding=embedding, axis_neurons=4, fitting=(16, 16),
-                      neighbor_norm=20.0).cuda().eval()
+                      neighbor_norm=20.0).cuda()
     state = State.from_atoms([cuag(0, 3), cuag(1, 2)], species=model.species, device="cuda")
     nl = NeighborList(model.cutoff, skin=0.5).build(state)
-    model.fused = False
-    ref = model(state, nl, compute_stress=True)
-    model.fused = True
-    assert model.uses_fused_embedding(state.positions)
-    got = model(state, nl, compute_stress=True)
+    ref = model.train()(state, nl, compute_stress=True)
+    got = model.eval()(state, nl, compute_stress=True)
+    assert model._kernel_weights is not None
     tol = 1e-10 if precision == "float64" else 2e-5
-    assert torch.allclose(got.energy, ref.energy, rtol=tol, atol=tol)
+    assert torch.allclose(got.energy, ref.energy.detach(), rtol=tol, atol=tol)
     scale = ref.forces.abs().max()
     assert (got.forces - ref.forces).abs().max() <= tol * 10 * scale
     assert (got.stress - ref.stress).abs().max() <= tol * 10 * ref.stress.abs().max()
 
 
-def test_fused_deeppot_in_cuda_graph_blocks_follows_pytorch_eager_steps():
-    """MD with the fused embedding inside CUDA-graph blocks follows eager MD on the PyTorch
-    path (float64, Cu/Ag, NVE)."""
+def test_deeppot_md_in_cuda_graph_blocks_follows_eager_steps():
+    """MD of DeepPot-SE inside CUDA-graph blocks (every slot, masked by type) follows eager
+    MD (per-type sections of the slots within r_cut), float64, Cu/Ag, NVE."""
     from test_deeppot import cuag
 
     from hayabusa.md import VelocityVerlet
@@ -200,8 +219,7 @@ def test_fused_deeppot_in_cuda_graph_blocks_follows_pytorch_eager_steps():
     model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, embedding=(8, 16), axis_neurons=4,
                       fitting=(16, 16), neighbor_norm=20.0).cuda().eval()
 
-    def run(fused, block_steps):
-        model.fused = fused
+    def run(block_steps):
         state = State.from_atoms([cuag(0, 3)], species=model.species, device="cuda")
         maxwell_boltzmann(state, 600.0, seed=1)
         sim = Simulation(state, model, VelocityVerlet(1.0), skin=0.5,
@@ -209,7 +227,7 @@ def test_fused_deeppot_in_cuda_graph_blocks_follows_pytorch_eager_steps():
         sim.run(40)
         return sim
 
-    eager, graphed = run(False, 0), run(True, 10)
+    eager, graphed = run(0), run(10)
     assert graphed.blocks.graph is not None
     assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-9
 

@@ -114,10 +114,11 @@ def test_forces_and_stress_are_energy_derivatives(model):
     assert float((res32.forces - res.forces).abs().max()) < 1e-3
 
 
-def test_cpu_embedding_path_equals_the_dense_path(model):
-    """T from per-type sections of the slots within r_cut (eager) equals T from every net on
-    every slot (the CUDA-graph path), with the same gradients. In the float64 twin: the two
-    paths sum in another order, which the float32 model would resolve."""
+def test_embedding_paths_agree_in_value_and_gradient(model):
+    """T and its gradients by s and R̂ are the same on every path: per-type sections of the
+    slots within r_cut (eager) or every slot masked by type (inside a CUDA graph), each by
+    autograd through the nets (training) or by the forward-mode tangent (inference). In the
+    float64 twin: the paths sum in other orders, which the float32 model would resolve."""
     model = float64_twin(model)
     atoms = rattled_cell(seed=4)
     state = State.from_atoms(atoms, species=model.species)
@@ -125,16 +126,20 @@ def test_cpu_embedding_path_equals_the_dense_path(model):
     env, s, inside, _, tj = model.environment(state, neighbors)
     env, s = env.detach().requires_grad_(True), s.detach().requires_grad_(True)
     assert bool((~inside).any()) and len(set(tj[inside].tolist())) == len(model.species)
-    dense = torch.einsum("nkm,nkc->nmc", model.embedding_dense(s, inside, tj),
-                         env.to(model.net_dtype))
-    sections = model.contraction_by_type(env, s, inside, tj)
-    assert torch.allclose(dense, sections, rtol=1e-5, atol=1e-5)
-    weight = torch.randn(dense.shape, generator=torch.Generator().manual_seed(0),
-                         dtype=dense.dtype)
-    g_dense = torch.autograd.grad((dense * weight).sum(), (s, env))
-    g_sections = torch.autograd.grad((sections * weight).sum(), (s, env))
-    for a, b in zip(g_dense, g_sections, strict=True):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    weight = None
+    results = []
+    for training in (True, False):
+        model.train(training)
+        for compact in (False, True):
+            t_mat = model.contraction(env, s, inside, tj, compact)
+            if weight is None:
+                weight = torch.randn(t_mat.shape, generator=torch.Generator().manual_seed(0),
+                                     dtype=t_mat.dtype)
+            results.append((t_mat, *torch.autograd.grad((t_mat * weight).sum(), (s, env))))
+    model.eval()
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_compact_and_dense_paths_give_the_same_energy_and_forces(model, monkeypatch):

@@ -57,6 +57,22 @@ class ResidualMLP(nn.Module):
                 x = y
         return self.out(x) if self.out is not None else x
 
+    def forward_with_tangent(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, dy/ds) [..., M] for a scalar input s [...] (n_in = 1, no output layer): the
+        derivative is carried forward through the layers (forward mode), one more matmul
+        per layer, so a backward pass needs no stored activations."""
+        x, dx = s[..., None], torch.ones_like(s)[..., None]
+        for layer in self.layers:
+            y = torch.tanh(layer(x))
+            dy = (1 - y * y) * (dx @ layer.weight.T)
+            if y.shape[-1] == x.shape[-1]:
+                x, dx = x + y, dx + dy
+            elif y.shape[-1] == 2 * x.shape[-1]:
+                x, dx = torch.cat([x, x], dim=-1) + y, torch.cat([dx, dx], dim=-1) + dy
+            else:
+                x, dx = y, dy
+        return x, dx
+
 
 class DeepPotSE(Potential):
     """DeepPot-SE model. ``species``: atomic numbers in type order; lengths Å, energies eV.
@@ -101,8 +117,7 @@ class DeepPotSE(Potential):
         self.embedding_nets.to(net_dtype)
         self.fitting_nets.to(net_dtype)
         self.net_dtype = net_dtype
-        self.fused = False  # see uses_fused_embedding
-        self._fused_key = self._fused_weights = None
+        self._kernel_key = self._kernel_weights = None  # see embedding_with_tangent
 
     # ------------------------------------------------------------ environment
     def environment(self, state, neighbors, positions=None, cell=None):
@@ -127,13 +142,7 @@ class DeepPotSE(Potential):
         env, s, inside, ti, tj = self.environment(state, neighbors, positions, cell)
         compact = self.host_sync_allowed(s)
         n = s.shape[0]
-        if self.uses_fused_embedding(s):
-            t_mat = self.fused_contraction(env, s, inside, tj) / self.neighbor_norm
-        elif compact:
-            t_mat = self.contraction_by_type(env, s, inside, tj) / self.neighbor_norm
-        else:
-            g = self.embedding_dense(s, inside, tj)
-            t_mat = torch.einsum("nkm,nkc->nmc", g, env.to(self.net_dtype)) / self.neighbor_norm
+        t_mat = self.contraction(env, s, inside, tj, compact) / self.neighbor_norm
         desc = torch.einsum("nmc,nac->nma", t_mat, t_mat[:, : self.axis_neurons])
         desc = desc.reshape(n, -1)
         energy = torch.zeros(n, dtype=torch.float64, device=s.device)
@@ -145,29 +154,6 @@ class DeepPotSE(Potential):
                 energy = torch.where(ti == t, net(desc)[:, 0].to(torch.float64), energy)
         return energy + self.e0[ti]
 
-    def uses_fused_embedding(self, s: torch.Tensor) -> bool:
-        """Whether the embedding nets and the Gᵀ R̂ contraction run as one Triton kernel
-        (``fused_embedding``): only when ``self.fused`` is True, the model is not training
-        (no gradient reaches the weights) and the nets fit the kernel (1–3 layers, the first
-        wider than 2). Off by default: on an H200 it is slower than the PyTorch path (10,976
-        Cu atoms, fwd+bwd: 45 ms against 16 ms in float64 — docs/benchmarks.md)."""
-        widths = [layer.out_features for layer in self.embedding_nets[0].layers]
-        return bool(self.fused) and not (self.training and torch.is_grad_enabled()) and \
-            1 <= len(widths) <= 3 and widths[0] > 2
-
-    def fused_contraction(self, env, s, inside, tj) -> torch.Tensor:
-        """T·N_c [N, M, 4] = Σ_j G_jᵀ R̂_j by the fused kernel; no gradient reaches the weights."""
-        from .fused_embedding import EmbeddingWeights, FusedEmbeddingContraction
-
-        params = [p for net in self.embedding_nets for p in net.parameters()]
-        key = (self.net_dtype, *((p.data_ptr(), p._version) for p in params))
-        if self._fused_key != key:  # weights changed (loaded, trained, moved): re-pad them
-            self._fused_weights = EmbeddingWeights(self.embedding_nets, self.net_dtype)
-            self._fused_key = key
-        order, start, count = slots_by_type(inside, tj, len(self.embedding_nets))
-        return FusedEmbeddingContraction.apply(s.to(self.net_dtype), env.to(self.net_dtype),
-                                               order, start, count, self._fused_weights)
-
     @staticmethod
     def host_sync_allowed(x: torch.Tensor) -> bool:
         """False while a CUDA graph is being captured: then the networks run on every slot
@@ -175,36 +161,65 @@ class DeepPotSE(Potential):
         lists of the atoms (compact)."""
         return not (x.is_cuda and torch.cuda.is_current_stream_capturing())
 
-    def embedding_dense(self, s, inside, tj) -> torch.Tensor:
-        """G [N, K, M]: every type's net on every slot, selected by neighbour type (no host
-        synchronisation: the path inside a CUDA graph)."""
-        g = torch.zeros(*s.shape, self.embedding_nets[0].layers[-1].out_features,
-                        dtype=self.net_dtype, device=s.device)
-        s_in = s.to(self.net_dtype)[..., None]
-        for t, net in enumerate(self.embedding_nets):
-            g = torch.where((inside & (tj == t))[..., None], net(s_in), g)
-        return g
+    def contraction(self, env, s, inside, tj, compact: bool) -> torch.Tensor:
+        """T·N_c [N, M, 4] = Σ_j G_t(s_j)ᵀ R̂_j over the slots within r_cut, t = the type of j.
 
-    def contraction_by_type(self, env, s, inside, tj) -> torch.Tensor:
-        """T·N_c [N, M, 4] as ``embedding_dense`` and the contraction give it, but each
-        neighbour type's net runs on a dense section of that type's slots within r_cut
-        ([N, k_t], k_t = the most such slots of one atom; one host sync), as deepmd-kit's
-        per-type ``sel`` sized from the data. Slots a section pads with have R̂ = 0, so they
-        add nothing and G needs no mask; no [N, K, M] tensor is scattered or gathered."""
-        order, first, counts = slots_by_type(inside, tj, len(self.embedding_nets))
-        widths = counts.max(0).values.tolist() if counts.numel() else [0] * counts.shape[1]
-        env = env.to(self.net_dtype)
-        t_mat = torch.zeros(s.shape[0], self.embedding_nets[0].layers[-1].out_features, 4,
-                            dtype=self.net_dtype, device=s.device)
-        for t, (net, k) in enumerate(zip(self.embedding_nets, widths, strict=True)):
+        Training (gradients reach the weights, and forces enter the loss): autograd through
+        the embedding nets. Otherwise ``TangentContraction``: G and dG/ds in one forward pass,
+        and a backward of two batched matmuls."""
+        env, s = env.to(self.net_dtype), s.to(self.net_dtype)
+        tangent = not (self.training and torch.is_grad_enabled())
+        t_mat = 0
+        for t, (s_t, env_t) in enumerate(self.sections(env, s, inside, tj, compact)):
+            if tangent:
+                t_mat = t_mat + TangentContraction.apply(s_t, env_t, self, t)
+            else:
+                g = self.embedding_nets[t](s_t[..., None])
+                t_mat = t_mat + torch.einsum("nkm,nkc->nmc", g, env_t)
+        return t_mat
+
+    def sections(self, env, s, inside, tj, compact: bool):
+        """Per neighbour type t: (s_t [N, k], R̂_t [N, k, 4]), R̂_t zero on every slot that
+        is not one of type t's within r_cut, so it adds nothing to T.
+
+        compact: a dense section of type t's slots within r_cut (k = k_t, the most such
+        slots of one atom; one host sync), as deepmd-kit's per-type ``sel`` sized from the
+        data. Otherwise (inside a CUDA graph) all K slots, masked by type."""
+        n_types = len(self.embedding_nets)
+        if not compact:
+            if n_types == 1:
+                return [(s, env)]
+            return [(s, env * (inside & (tj == t))[..., None]) for t in range(n_types)]
+        order, first, counts = slots_by_type(inside, tj, n_types)
+        widths = counts.max(0).values.tolist() if counts.numel() else [0] * n_types
+        out = []
+        for t, k in enumerate(widths):
             col = torch.arange(k, device=s.device)  # k = 0 still joins the autograd graph
             slot = torch.gather(order, 1, (first[:, t, None] + col).clamp(max=order.shape[1] - 1))
             slot = slot.long()
             valid = (col < counts[:, t, None])[..., None]
             env_t = torch.gather(env, 1, slot[..., None].expand(-1, -1, 4)) * valid
-            g = net(torch.gather(s, 1, slot).to(self.net_dtype)[..., None])
-            t_mat = t_mat + torch.einsum("nkm,nkc->nmc", g, env_t)
-        return t_mat
+            out.append((torch.gather(s, 1, slot), env_t))
+        return out
+
+    def embedding_with_tangent(self, t: int, s: torch.Tensor):
+        """(G, dG/ds) [*s.shape, M] of type t's embedding net, no autograd: on a CUDA device
+        one Triton kernel (``tangent_embedding``) for DeePMD's shape of nets (widths w, 2w,
+        4w), else ``ResidualMLP.forward_with_tangent``."""
+        net = self.embedding_nets[t]
+        if not s.is_cuda:
+            return net.forward_with_tangent(s)
+        from .tangent_embedding import EmbeddingWeights, embedding_with_tangent, kernel_supports
+
+        if not kernel_supports([layer.out_features for layer in net.layers]):
+            return net.forward_with_tangent(s)
+
+        params = [p for net in self.embedding_nets for p in net.parameters()]
+        key = (self.net_dtype, *((p.data_ptr(), p._version) for p in params))
+        if self._kernel_key != key:  # weights changed (loaded, trained, moved): re-pad them
+            self._kernel_weights = EmbeddingWeights(self.embedding_nets, self.net_dtype)
+            self._kernel_key = key
+        return embedding_with_tangent(s, t, self._kernel_weights)
 
     # --------------------------------------------------------------- protocol
     def forward(self, state, neighbors, compute_stress: bool = False) -> PotentialResult:
@@ -230,6 +245,27 @@ class DeepPotSE(Potential):
             stress = grads[1].to(torch.float64) / state.volume.to(torch.float64)[:, None, None]
         return PotentialResult(energy=energy, forces=-grads[0], stress=stress,
                                atom_energy=atom_energy)
+
+
+class TangentContraction(torch.autograd.Function):
+    """T [N, M, 4] = Σ_k G(s_k)ᵀ R̂_k for one neighbour type's slots, s [N, k], R̂ [N, k, 4].
+
+    The embedding net's input is the scalar s, so dG/ds [N, k, M] comes out of the forward
+    pass with G (``embedding_with_tangent``); the backward is then two batched matmuls,
+    ∂E/∂R̂ = G·∂E/∂T and ∂E/∂s = Σ_c R̂_c (G'·∂E/∂T)_c, with no reverse pass through the
+    net. No gradient reaches the weights (inference: MD, ASE)."""
+
+    @staticmethod
+    def forward(ctx, s, env, model, t):
+        g, dg = model.embedding_with_tangent(t, s)
+        ctx.save_for_backward(env, g, dg)
+        return torch.bmm(g.transpose(1, 2), env)
+
+    @staticmethod
+    def backward(ctx, grad):
+        env, g, dg = ctx.saved_tensors
+        grad_s = (torch.bmm(dg, grad) * env).sum(-1)
+        return grad_s, torch.bmm(g, grad), None, None
 
 
 def slots_by_type(inside: torch.Tensor, tj: torch.Tensor, n_types: int):
