@@ -68,29 +68,36 @@ def main() -> None:
 
 
 def tile_shapes(precision: str, rows: int) -> None:
-    """Time ``tangent_kernel`` in every autotuned shape on ``rows`` slots."""
+    """Time the tangent embedding kernel's launches in every autotuned shape on ``rows``
+    slots."""
     import triton
 
-    from hayabusa.models.tangent_embedding import CONFIGS, EmbeddingWeights, tangent_kernel
+    from hayabusa.models.tangent_embedding import CONFIGS, EmbeddingWeights
+    from hayabusa.models.tangent_embedding import doubling_layer_kernel as kernel
 
     torch.manual_seed(0)
     model = DeepPotSE([29], precision=precision, **SIZES).cuda().eval()
     weights = EmbeddingWeights(model.embedding_nets, model.net_dtype)
-    s = torch.rand(rows, dtype=model.net_dtype, device="cuda")
-    g = torch.empty(rows, weights.n_columns, dtype=s.dtype, device="cuda")
-    dg = torch.empty_like(g)
-    for config in CONFIGS:
-        kt, warps = config.kwargs["KT"], config.num_warps
+    x = dx = torch.rand(rows, dtype=model.net_dtype, device="cuda")
+    for layer, (w, b) in enumerate(weights.layers):
+        k = w.shape[1]
+        y = torch.empty(rows, 2 * k, dtype=x.dtype, device="cuda")
+        dy = torch.empty_like(y)
+        for config in CONFIGS:
+            bm, bn = config.kwargs["BM"], config.kwargs["BN"]
 
-        def launch():
-            return tangent_kernel[(triton.cdiv(rows, kt),)](
-                s, *weights.tensors, g, dg, rows, 0, LAYERS=weights.n_layers,
-                W=weights.width, P=weights.padded, KT=kt, num_warps=warps)
+            def launch():
+                return kernel[(triton.cdiv(rows, bm), triton.cdiv(2 * k, bn))](
+                    x, dx, weights.w1[0], weights.b1[0], w[0], b[0], y, dy, rows, K=k,
+                    KP=max(16, triton.next_power_of_2(k)), FROM_S=layer == 0,
+                    num_warps=config.num_warps, **config.kwargs)
 
-        compiled = launch()
-        ms = timed(launch, 10)
-        print(f"tangent kernel {precision:>8} rows {rows} KT {kt:>3} warps {warps}: "
-              f"{ms:.3f} ms, {compiled.n_regs} registers, {compiled.n_spills} spills")
+            compiled = launch()
+            ms = timed(launch, 10)
+            print(f"tangent layer {layer + 2} {precision:>8} rows {rows} {config.kwargs} warps "
+                  f"{config.num_warps}: {ms:.3f} ms, {compiled.n_regs} registers, "
+                  f"{compiled.n_spills} spills")
+        x, dx = y, dy
 
 
 if __name__ == "__main__":

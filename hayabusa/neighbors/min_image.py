@@ -21,7 +21,7 @@ import torch
 
 from ..errors import InputError
 from .pairs import cell_list_pairs
-from .verlet import VerletList
+from .verlet import VerletList, gather_rows
 
 
 def min_image_supported(state, list_cutoff: float) -> bool:
@@ -187,5 +187,5 @@ class MinImageNeighborList(VerletList):
         """[N, K, 3] minimum-image r_j − r_i (zeros in padding slots)."""
         box = torch.diagonal(state.cell, dim1=1, dim2=2)[state.system_idx][:, None, :]
         pos = state.positions
-        d = pos[self.neighbors] - pos[:, None, :]
+        d = gather_rows(pos, self.neighbors) - pos[:, None, :]
         return d - box * torch.round(d / box)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import InputError
 from .pairs import Pairs, brute_force_pairs, cell_list_pairs
-from .verlet import VerletList
+from .verlet import VerletList, gather_rows
 
 BACKENDS = ("cell", "brute", "vesin")  # see md.forces.make_neighbor_list for "auto"
 
@@ -93,7 +93,7 @@ class NeighborList(VerletList):
         """[N, K, 3] r_j + shift @ cell − r_i for every slot (padding slots give zeros)."""
         pos = state.positions
         shift = torch.einsum("nki,nij->nkj", self.shifts, state.cell[state.system_idx])
-        return pos[self.neighbors] + shift - pos[:, None, :]
+        return gather_rows(pos, self.neighbors) + shift - pos[:, None, :]
 
     def half_mask(self) -> torch.Tensor:
         """[N, K] bool selecting each pair once: j > i, or j == i with a positive shift."""

@@ -8,6 +8,13 @@ import torch
 from ..errors import InputError
 
 
+def gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[index] [*index.shape, D] for values [N, D], by index_select: its backward adds
+    with atomics (index_add_), where advanced indexing's sorts the indices first (0.35 ms of
+    a DeepPot-SE force call on 10,976 atoms, H200)."""
+    return values.index_select(0, index.reshape(-1)).view(*index.shape, values.shape[-1])
+
+
 class VerletList:
     """Subclasses set ``kind`` and ``buffer_names`` and implement ``build(state)``."""
 
