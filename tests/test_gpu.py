@@ -207,6 +207,34 @@ def test_deeppot_inference_path_equals_training_path(precision, embedding):
     assert (got.stress - ref.stress).abs().max() <= tol * 10 * ref.stress.abs().max()
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_deeppot_on_gpu_equals_cpu(precision):
+    """Energy, forces and stress on the GPU (environment and embedding kernels) equal the
+    CPU's (PyTorch), same weights, two species in a sheared cell, slots beyond r_cut."""
+    from test_deeppot import cuag
+
+    from hayabusa import NeighborList
+    from hayabusa.models import DeepPotSE
+
+    torch.manual_seed(0)
+    model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, precision=precision,
+                      embedding=(8, 16, 32), axis_neurons=4, fitting=(16, 16),
+                      neighbor_norm=20.0).eval()
+    model.dstd.uniform_(0.5, 2.0)
+    results = []
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        state = State.from_atoms([cuag(0, 3), cuag(1, 2)], species=model.species,
+                                 device=device)
+        nl = NeighborList(model.cutoff, skin=0.7).build(state)
+        results.append(model(state, nl, compute_stress=True))
+    cpu, gpu = results
+    tol = 1e-10 if precision == "float64" else 2e-5
+    assert torch.allclose(gpu.energy.cpu(), cpu.energy, rtol=tol, atol=tol)
+    assert (gpu.forces.cpu() - cpu.forces).abs().max() <= tol * 10 * cpu.forces.abs().max()
+    assert (gpu.stress.cpu() - cpu.stress).abs().max() <= tol * 10 * cpu.stress.abs().max()
+
+
 def test_deeppot_md_in_cuda_graph_blocks_follows_eager_steps():
     """MD of DeepPot-SE inside CUDA-graph blocks (every slot, masked by type) follows eager
     MD (per-type sections of the slots within r_cut), float64, Cu/Ag, NVE."""

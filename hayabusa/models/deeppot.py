@@ -121,20 +121,29 @@ class DeepPotSE(Potential):
 
     # ------------------------------------------------------------ environment
     def environment(self, state, neighbors, positions=None, cell=None):
-        """R̂ [N, K, 4] scaled environment matrix, s(r) [N, K], centre/neighbour types."""
+        """R̂ [N, K, 4] scaled environment matrix, s(r) [N, K], the slots within r_cut
+        [N, K] and the centre/neighbour types. On a CUDA device one Triton kernel each way
+        (``environment_kernel``)."""
         st = state
         if positions is not None:
             st = _with(state, positions, cell)
         env_dtype = torch.float32 if self.precision == "float32" else torch.float64
         vec = neighbors.pair_vectors(st).to(env_dtype)  # [N, K, 3]
+        ti = self.type_of_z[state.atomic_numbers]
+        tj = ti[neighbors.neighbors]
+        dstd = self.dstd.to(env_dtype)[ti]
+        if vec.is_cuda:
+            from .environment_kernel import EnvironmentMatrix
+
+            s, env, inside = EnvironmentMatrix.apply(vec, neighbors.mask, 1.0 / dstd,
+                                                     self.r_smth, self.cutoff)
+            return env, s, inside, ti, tj
         r2 = (vec * vec).sum(-1)
         inside = neighbors.mask & (r2 < self.cutoff**2)
         r = torch.sqrt(torch.where(inside, r2, torch.ones_like(r2)))
         s = torch.where(inside, smooth_inverse(r, self.r_smth, self.cutoff), torch.zeros_like(r))
         env = torch.cat([s[..., None], (s / r)[..., None] * vec], dim=-1)  # [N, K, 4]
-        ti = self.type_of_z[state.atomic_numbers]
-        tj = ti[neighbors.neighbors]
-        env = env / self.dstd.to(env_dtype)[ti][:, None, :]  # zero outside r_cut stays zero
+        env = env / dstd[:, None, :]  # zero outside r_cut stays zero
         return env, s, inside, ti, tj
 
     def atom_energies(self, state, neighbors, positions=None, cell=None) -> torch.Tensor:

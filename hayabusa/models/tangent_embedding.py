@@ -112,10 +112,10 @@ def doubling_layer_kernel(x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr, b_ptr, y_ptr, dy
 
 
 FIXED = {"BM": 64, "BN": 32, "BK": 16, "num_warps": 4}  # with HAYABUSA_AUTOTUNE=0
-# sm_90, Triton 3.6, K = 25 (from s) and 50: the first three shapes compile without register
-# spills in float64 and float32, the last spills ~0.8 kB per thread in float64 only
+# H200, 878k slots, K = 25 (from s) / 50: (32, 32, 2) 1.24 / 2.27 ms in float64, (64, 64, 8)
+# 0.32 / 1.08 ms in float32 (the fastest of four shapes each; bench/profile_model.py)
 CONFIGS = [triton.Config({"BM": bm, "BN": bn, "BK": 16}, num_warps=w)
-           for bm, bn, w in ((32, 32, 2), (64, 32, 4), (128, 32, 8), (64, 64, 8))]
+           for bm, bn, w in ((32, 32, 2), (64, 32, 4), (32, 64, 4), (64, 64, 8))]
 _tuned = triton.autotune(configs=CONFIGS, key=["K", "FROM_S"])(doubling_layer_kernel)
 
 
