@@ -5,7 +5,7 @@
 Times (CUDA events, mean of 10 calls after one): the environment matrix alone, the atom
 energies (forward), and energy + forces (forward + backward) of the ``hayabusa bench model``
 network on rattled fcc Cu; ``--kernels`` lists the GPU kernels of 3 force calls;
-``--tile-shapes`` times the tangent embedding kernel in each autotuned shape (with its
+``--tile-shapes`` times the tangent embedding kernel in several tile shapes (with their
 registers and spills) on 80 slots per atom.
 """
 
@@ -68,11 +68,11 @@ def main() -> None:
 
 
 def tile_shapes(precision: str, rows: int) -> None:
-    """Time the tangent embedding kernel's launches in every autotuned shape on ``rows``
+    """Time the tangent embedding kernel's launches in several tile shapes on ``rows``
     slots."""
     import triton
 
-    from hayabusa.models.tangent_embedding import CONFIGS, EmbeddingWeights
+    from hayabusa.models.tangent_embedding import EmbeddingWeights
     from hayabusa.models.tangent_embedding import doubling_layer_kernel as kernel
 
     torch.manual_seed(0)
@@ -83,19 +83,18 @@ def tile_shapes(precision: str, rows: int) -> None:
         k = w.shape[1]
         y = torch.empty(rows, 2 * k, dtype=x.dtype, device="cuda")
         dy = torch.empty_like(y)
-        for config in CONFIGS:
-            bm, bn = config.kwargs["BM"], config.kwargs["BN"]
+        for bm, bn, warps in ((32, 32, 2), (64, 32, 4), (32, 64, 4), (64, 64, 8)):
 
             def launch():
                 return kernel[(triton.cdiv(rows, bm), triton.cdiv(2 * k, bn))](
                     x, dx, weights.w1[0], weights.b1[0], w[0], b[0], y, dy, rows, K=k,
-                    KP=max(16, triton.next_power_of_2(k)), FROM_S=layer == 0,
-                    num_warps=config.num_warps, **config.kwargs)
+                    KP=max(16, triton.next_power_of_2(k)), FROM_S=layer == 0, BM=bm, BN=bn,
+                    BK=16, num_warps=warps)
 
             compiled = launch()
             ms = timed(launch, 10)
-            print(f"tangent layer {layer + 2} {precision:>8} rows {rows} {config.kwargs} warps "
-                  f"{config.num_warps}: {ms:.3f} ms, {compiled.n_regs} registers, "
+            print(f"tangent layer {layer + 2} {precision:>8} rows {rows} BM {bm} BN {bn} "
+                  f"warps {warps}: {ms:.3f} ms, {compiled.n_regs} registers, "
                   f"{compiled.n_spills} spills")
         x, dx = y, dy
 

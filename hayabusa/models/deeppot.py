@@ -155,8 +155,10 @@ class DeepPotSE(Potential):
         desc = torch.einsum("nmc,nac->nma", t_mat, t_mat[:, : self.axis_neurons])
         desc = desc.reshape(n, -1)
         energy = torch.zeros(n, dtype=torch.float64, device=s.device)
+        if len(self.fitting_nets) == 1:
+            return self.fitting_nets[0](desc)[:, 0].to(torch.float64) + self.e0[ti]
         for t, net in enumerate(self.fitting_nets):
-            if compact:  # each type's net on its own atoms only
+            if compact:  # each type's net on its own atoms only (one host sync per type)
                 atoms = (ti == t).nonzero().squeeze(1)
                 energy = energy.index_put((atoms,), net(desc[atoms])[:, 0].to(torch.float64))
             else:

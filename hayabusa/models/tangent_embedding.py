@@ -111,33 +111,29 @@ def doubling_layer_kernel(x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr, b_ptr, y_ptr, dy
     tl.store(dy_ptr + out, dy + dx, mask=ok)
 
 
-FIXED = {"BM": 64, "BN": 32, "BK": 16, "num_warps": 4}  # with HAYABUSA_AUTOTUNE=0
-# H200, 878k slots, K = 25 (from s) / 50: (32, 32, 2) 1.24 / 2.27 ms in float64, (64, 64, 8)
-# 0.32 / 1.08 ms in float32 (the fastest of four shapes each; bench/profile_model.py)
-CONFIGS = [triton.Config({"BM": bm, "BN": bn, "BK": 16}, num_warps=w)
-           for bm, bn, w in ((32, 32, 2), (64, 32, 4), (32, 64, 4), (64, 64, 8))]
-_tuned = triton.autotune(configs=CONFIGS, key=["K", "FROM_S"])(doubling_layer_kernel)
+# Tile shape per dtype, the fastest of four on an H200 (878k slots, K = 25 from s / 50;
+# bench/profile_model.py --tile-shapes on f1f4e92): float64 (32, 32, 2 warps) 1.24 / 2.27 ms,
+# float32 (64, 64, 8 warps) 0.32 / 1.08 ms. Not autotuned: with four shapes autotuned,
+# `hayabusa bench model` on a fresh machine (nothing compiled yet) passed 240 s (66444ec).
+SHAPES = {torch.float64: {"BM": 32, "BN": 32, "BK": 16, "num_warps": 2},
+          torch.float32: {"BM": 64, "BN": 64, "BK": 16, "num_warps": 8}}
 
 
 def embedding_with_tangent(s: torch.Tensor, t: int, weights: EmbeddingWeights):
     """(G, dG/ds) [*s.shape, M] of type t's embedding net (``weights``' dtype)."""
-    from ..neighbors.triton_build import autotune
 
     x = s.reshape(-1).to(weights.w1.dtype).contiguous()
     dx = x  # not read while FROM_S
     n = x.numel()
+    shape = SHAPES[x.dtype]
     for layer, (w, b) in enumerate(weights.layers):
         k = w.shape[1]
         y = torch.empty(n, 2 * k, dtype=x.dtype, device=x.device)
         dy = torch.empty_like(y)
         if n:
-            args = (x, dx, weights.w1[t], weights.b1[t], w[t], b[t], y, dy, n)
-            shape = {"K": k, "KP": max(16, triton.next_power_of_2(k)), "FROM_S": layer == 0}
-            if autotune():
-                _tuned[lambda meta, k=k: (triton.cdiv(n, meta["BM"]),
-                                          triton.cdiv(2 * k, meta["BN"]))](*args, **shape)
-            else:
-                grid = (triton.cdiv(n, FIXED["BM"]), triton.cdiv(2 * k, FIXED["BN"]))
-                doubling_layer_kernel[grid](*args, **shape, **FIXED)
+            grid = (triton.cdiv(n, shape["BM"]), triton.cdiv(2 * k, shape["BN"]))
+            doubling_layer_kernel[grid](x, dx, weights.w1[t], weights.b1[t], w[t], b[t], y, dy,
+                                        n, K=k, KP=max(16, triton.next_power_of_2(k)),
+                                        FROM_S=layer == 0, **shape)
         x, dx = y, dy
     return x.view(*s.shape, -1), dx.view(*s.shape, -1)
