@@ -215,8 +215,8 @@ class DeepPotSE(Potential):
 
     def embedding_with_tangent(self, t: int, s: torch.Tensor):
         """(G, dG/ds) [*s.shape, M] of type t's embedding net, no autograd: on a CUDA device
-        one Triton kernel (``tangent_embedding``) for DeePMD's shape of nets (widths w, 2w,
-        4w), else ``ResidualMLP.forward_with_tangent``."""
+        one Triton launch per layer (``tangent_embedding``) for DeePMD's shape of nets (widths
+        w, 2w, 4w, …), else ``ResidualMLP.forward_with_tangent``."""
         net = self.embedding_nets[t]
         if not s.is_cuda:
             return net.forward_with_tangent(s)
@@ -227,7 +227,7 @@ class DeepPotSE(Potential):
 
         params = [p for net in self.embedding_nets for p in net.parameters()]
         key = (self.net_dtype, *((p.data_ptr(), p._version) for p in params))
-        if self._kernel_key != key:  # weights changed (loaded, trained, moved): re-pad them
+        if self._kernel_key != key:  # weights changed (loaded, trained, moved): re-stack them
             self._kernel_weights = EmbeddingWeights(self.embedding_nets, self.net_dtype)
             self._kernel_key = key
         return embedding_with_tangent(s, t, self._kernel_weights)
