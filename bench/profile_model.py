@@ -12,6 +12,7 @@ registers and spills) on 80 slots per atom.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -42,29 +43,33 @@ def main() -> None:
     atoms = copper(args.atoms)
     print(f"{'precision':>9} {'atoms':>7} {'env':>8} {'energy':>8} {'E+F':>8}  (ms)")
     for precision in args.precisions.split(","):
-        torch.manual_seed(0)
-        model = DeepPotSE([29], precision=precision, **SIZES).cuda().eval()
-        state = State.from_atoms(atoms, device="cuda")
-        nl = make_neighbor_list(model, 1.0, "auto", state)  # as ``bench model`` (skin 1 Å)
-        nl.build(state)
+        profile(precision, atoms, args.kernels)
 
-        def energy():
-            positions = state.positions.detach().requires_grad_(True)
-            return model.atom_energies(state, nl, positions, state.cell)
 
-        t_env = timed(lambda: model.environment(state, nl), 10)
-        t_energy = timed(energy, 10)
-        t_full = timed(lambda: model(state, nl), 10)
-        print(f"{precision:>9} {len(atoms):>7} {t_env:>8.3f} {t_energy:>8.3f} {t_full:>8.3f}"
-              f"   list {nl.kind}, K={nl.capacity}")
-        if args.kernels:
-            with torch.profiler.profile(
-                    activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                for _ in range(3):
-                    model(state, nl)
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30,
-                                            max_name_column_width=70))
+def profile(precision: str, atoms, kernels: bool) -> None:
+    """Print the environment, energy and energy + forces times of one precision mode."""
+    torch.manual_seed(0)
+    model = DeepPotSE([29], precision=precision, **SIZES).cuda().eval()
+    state = State.from_atoms(atoms, device="cuda")
+    nl = make_neighbor_list(model, 1.0, "auto", state)  # as ``bench model`` (skin 1 Å)
+    nl.build(state)
+
+    def energy():
+        positions = state.positions.detach().requires_grad_(True)
+        return model.atom_energies(state, nl, positions, state.cell)
+
+    t_env = timed(lambda: model.environment(state, nl), 10)
+    t_energy = timed(energy, 10)
+    t_full = timed(lambda: model(state, nl), 10)
+    print(f"{precision:>9} {len(atoms):>7} {t_env:>8.3f} {t_energy:>8.3f} {t_full:>8.3f}"
+          f"   list {nl.kind}, K={nl.capacity}")
+    if kernels:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                model(state, nl)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30,
+                                        max_name_column_width=70))
 
 
 def tile_shapes(precision: str, rows: int) -> None:
@@ -85,11 +90,11 @@ def tile_shapes(precision: str, rows: int) -> None:
         dy = torch.empty_like(y)
         for bm, bn, warps in ((32, 32, 2), (64, 32, 4), (32, 64, 4), (64, 64, 8)):
 
-            def launch():
-                return kernel[(triton.cdiv(rows, bm), triton.cdiv(2 * k, bn))](
-                    x, dx, weights.w1[0], weights.b1[0], w[0], b[0], y, dy, rows, K=k,
-                    KP=max(16, triton.next_power_of_2(k)), FROM_S=layer == 0, BM=bm, BN=bn,
-                    BK=16, num_warps=warps)
+            launch = functools.partial(
+                kernel[(triton.cdiv(rows, bm), triton.cdiv(2 * k, bn))],
+                x, dx, weights.w1[0], weights.b1[0], w[0], b[0], y, dy, rows, K=k,
+                KP=max(16, triton.next_power_of_2(k)), FROM_S=layer == 0, BM=bm, BN=bn, BK=16,
+                num_warps=warps)
 
             compiled = launch()
             ms = timed(launch, 10)

@@ -32,7 +32,7 @@ def _switch(r, r_smth, r_cut):
 
 
 @triton.jit
-def _slot(vec_ptr, mask_ptr, slots, k_slots, live, r_cut2):
+def _slot(vec_ptr, mask_ptr, slots, live, r_cut2):
     """Pair vector (x, y, z), r and whether the slot is a neighbour within r_cut."""
     x = tl.load(vec_ptr + 3 * slots, mask=live, other=1.0)
     y = tl.load(vec_ptr + 3 * slots + 1, mask=live, other=0.0)
@@ -48,7 +48,7 @@ def environment_kernel(vec_ptr, mask_ptr, inv_std_ptr, s_ptr, env_ptr, inside_pt
                        k_slots, r_smth, r_cut, BLOCK: tl.constexpr):
     slots = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = slots < n_slots
-    x, y, z, r, inside = _slot(vec_ptr, mask_ptr, slots, k_slots, live, r_cut * r_cut)
+    x, y, z, r, inside = _slot(vec_ptr, mask_ptr, slots, live, r_cut * r_cut)
     s, _ = _switch(r, r_smth, r_cut)
     s = tl.where(inside, s, 0.0)
     q = s / r
@@ -70,7 +70,7 @@ def environment_backward_kernel(vec_ptr, mask_ptr, inv_std_ptr, grad_s_ptr, grad
                                 BLOCK: tl.constexpr):
     slots = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = slots < n_slots
-    x, y, z, r, inside = _slot(vec_ptr, mask_ptr, slots, k_slots, live, r_cut * r_cut)
+    x, y, z, r, inside = _slot(vec_ptr, mask_ptr, slots, live, r_cut * r_cut)
     s, ds = _switch(r, r_smth, r_cut)
     q = s / r
     dq = ds / r - s / (r * r)

@@ -121,7 +121,6 @@ SHAPES = {torch.float64: {"BM": 32, "BN": 32, "BK": 16, "num_warps": 2},
 
 def embedding_with_tangent(s: torch.Tensor, t: int, weights: EmbeddingWeights):
     """(G, dG/ds) [*s.shape, M] of type t's embedding net (``weights``' dtype)."""
-
     x = s.reshape(-1).to(weights.w1.dtype).contiguous()
     dx = x  # not read while FROM_S
     n = x.numel()
