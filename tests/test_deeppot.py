@@ -172,3 +172,55 @@ def test_forward_mode_tangent_is_the_derivative_of_the_net():
     columns = [torch.autograd.grad(reference[:, m].sum(), s, retain_graph=True)[0]
                for m in range(reference.shape[1])]
     assert torch.allclose(dg, torch.stack(columns, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_md_in_blocks_with_fixed_sections_follows_eager_steps(monkeypatch):
+    """Blocks evaluate the model inside fixed_shapes() with the section widths fix_sizes chose
+    (a CUDA graph on a GPU); the trajectory is the eager one. A first sizing one slot too
+    narrow makes the first block overflow: it is undone, sized again and rerun."""
+    from hayabusa.md import Simulation, VelocityVerlet, maxwell_boltzmann
+    from hayabusa.models import deeppot
+
+    m = model(seed=1)
+
+    def run(block_steps):
+        state = State.from_atoms(cuag(8), species=m.species)
+        maxwell_boltzmann(state, 600.0, seed=2)
+        sim = Simulation(state, m, VelocityVerlet(1.0), skin=0.5, block_steps=block_steps,
+                         health_every=20)
+        sim.run(40)
+        return sim
+
+    eager = run(0)
+    first = [True]
+    width = deeppot.section_width
+
+    def narrow_once(most):
+        if first[0]:
+            first[0] = False
+            return most - 1
+        return width(most)
+
+    monkeypatch.setattr(deeppot, "section_width", narrow_once)
+    blocked = run(10)
+    assert blocked.blocks.replays > 40 // 10 and blocked.blocks.undone >= 1
+    assert not bool(m.sizes_overflowed())
+    assert (eager.state.positions - blocked.state.positions).abs().max() < 1e-9
+    assert torch.allclose(eager.thermo()["conserved"], blocked.thermo()["conserved"],
+                          rtol=1e-12)
+
+
+def test_slots_by_type_orders_each_row_like_a_stable_sort_by_type():
+    """Counting gives the order a stable sort of each row by (type, or outside last) gives,
+    with each type's first position and count."""
+    from hayabusa.models.deeppot import slots_by_type
+
+    g = torch.Generator().manual_seed(0)
+    inside = torch.rand(50, 23, generator=g) < 0.7
+    tj = torch.randint(0, 3, (50, 23), generator=g)
+    order, start, count = slots_by_type(inside, tj, 3)
+    key = torch.where(inside, tj, 3)
+    assert torch.equal(order.long(), torch.argsort(key, dim=1, stable=True))
+    expected = torch.stack([(key == t).sum(1) for t in range(3)], 1)
+    assert torch.equal(count.long(), expected)
+    assert torch.equal(start.long(), torch.cumsum(expected, 1) - expected)

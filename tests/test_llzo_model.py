@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from hayabusa import ModelError, NeighborList, State, load_model
+from hayabusa import InputError, ModelError, NeighborList, State, load_model
 from hayabusa.materials import cubic_llzo
 from hayabusa.models import DeepPotSE, save_model
+from hayabusa.models.deeppot import SectionSizes, slots_by_type
+from hayabusa.potentials.base import fixed_shapes
 from hayabusa.train import load_frames, split
 
 LLZO = Path(__file__).resolve().parent.parent / "examples" / "llzo"
@@ -128,10 +130,12 @@ def test_embedding_paths_agree_in_value_and_gradient(model):
     assert bool((~inside).any()) and len(set(tj[inside].tolist())) == len(model.species)
     weight = None
     results = []
+    full_width = SectionSizes(SectionSizes.key_of(state), [s.shape[1]] * len(model.species),
+                              [])
     for training in (True, False):
         model.train(training)
-        for compact in (False, True):
-            t_mat = model.contraction(env, s, inside, tj, compact)
+        for sizes in (None, full_width):
+            t_mat = model.contraction(env, s, inside, tj, sizes)
             if weight is None:
                 weight = torch.randn(t_mat.shape, generator=torch.Generator().manual_seed(0),
                                      dtype=t_mat.dtype)
@@ -142,18 +146,26 @@ def test_embedding_paths_agree_in_value_and_gradient(model):
             assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_compact_and_dense_paths_give_the_same_energy_and_forces(model, monkeypatch):
-    """The compact path (per-type sections, eager) and the dense one (inside a CUDA graph) run
-    the same networks on the same pairs and atoms; they sum in another order, so the float32
-    model agrees to a few of its ulps (atom energies ~15 eV: ulp 1e-6 eV)."""
+def test_fixed_sections_give_the_same_energy_and_forces(model):
+    """Inside fixed_shapes() (as in a CUDA graph) the per-type sections have the widths that
+    fix_sizes chose (wider than needed) and each type's atoms come from it; the same networks
+    run on the same pairs and atoms, so the float32 model agrees to a few of its ulps (atom
+    energies ~15 eV: ulp 1e-6 eV)."""
     atoms = rattled_cell(seed=5)
     state = State.from_atoms(atoms, species=model.species)
     neighbors = NeighborList(model.cutoff, skin=1.0).build(state)
-    compact = model(state, neighbors)
-    monkeypatch.setattr(model, "host_sync_allowed", lambda x: False)
-    dense = model(state, neighbors)
-    assert torch.allclose(compact.atom_energy, dense.atom_energy, rtol=0, atol=1e-5)
-    assert torch.allclose(compact.forces, dense.forces, rtol=0, atol=1e-5)
+    exact = model(state, neighbors)
+    with fixed_shapes():
+        with pytest.raises(InputError, match="fix_sizes"):
+            model(state, neighbors)
+        widths = model.fix_sizes(state, neighbors)
+        fixed = model(state, neighbors)
+    _, _, inside, _, tj = model.environment(state, neighbors)
+    most = slots_by_type(inside, tj, len(model.species))[2].amax(0)
+    assert all(w > m for w, m in zip(widths, most.tolist(), strict=True))
+    assert not bool(model.sizes_overflowed())
+    assert torch.allclose(exact.atom_energy, fixed.atom_energy, rtol=0, atol=1e-5)
+    assert torch.allclose(exact.forces, fixed.forces, rtol=0, atol=1e-5)
 
 
 def test_recorded_test_metrics_match_reevaluation(model, metrics):

@@ -15,6 +15,12 @@ the block's starting positions and the block runs again (one more replay); only 
 list goes stale within the block too are the steps redone one by one with a check at every
 step. A block therefore never runs on a stale list (no dangerous builds).
 
+Force evaluations in a block run inside ``fixed_shapes()`` on every device: a potential whose
+shapes depend on the data sizes them on the host before a block is captured
+(``Potential.fix_sizes``); one whose sizes proved too small during a block flags it like a
+stale list, and the block is undone and run again after ``fix_sizes`` (larger sizes, a new
+graph).
+
 Integrators that draw random numbers (Langevin, CSVR) run their blocks without a CUDA graph:
 their generator state is saved on the host for the undo.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from ..potentials import PotentialResult
+from ..potentials.base import fixed_shapes
 from .forces import ForceEvaluator
 from .integrators import Integrator
 
@@ -44,6 +51,7 @@ class StepBlocks:
         self._moved: float | None = None  # largest displacement since the build, block end
         self._moved_at = None  # (positions' version, list builds) when _moved was read
         self._moved_before = 0.0  # the same at the end of the block before
+        self._sizes: tuple | None = None  # the potential's fix_sizes for the block graph
         nl = forces.neighbors
         self.build_on_device = self.cuda_graph and hasattr(nl, "build_async")
 
@@ -69,7 +77,13 @@ class StepBlocks:
             # [stale or overflowed (0/1), largest squared displacement since the build]
             self._status = torch.zeros(2, dtype=torch.float64, device=state.device)
             self._backup = [torch.empty_like(t) for t in self._live(state)]
-            self._moved = self._moved_at = None
+            self._moved = self._moved_at = self._sizes = None
+
+    def _fix_sizes(self, state) -> None:
+        """Let the potential size its data-dependent shapes; a change drops the block graph."""
+        sizes = self.forces.potential.fix_sizes(state, self.forces.neighbors)
+        if sizes != self._sizes:
+            self._sizes, self.graph = sizes, None
 
     # -------------------------------------------------------------------- body
     def _compute(self, state) -> PotentialResult:
@@ -83,15 +97,19 @@ class StepBlocks:
             backup.copy_(live)
         self._overrun.zero_()
         result = PotentialResult(self._energy, self._forces)
-        for _ in range(self.steps):
-            result = self.integrator.step(state, result, self._compute)
+        with fixed_shapes():
+            for _ in range(self.steps):
+                result = self.integrator.step(state, result, self._compute)
         self._forces.copy_(result.forces)
         self._energy.copy_(result.energy)
         nl = self.forces.neighbors
         if nl is not None:
             disp2 = nl.largest_displacement2(state)
-            torch.stack([(self._overrun.bool() | nl.overflow).to(disp2.dtype), disp2],
-                        out=self._status)
+            redo = self._overrun.bool() | nl.overflow
+            too_small = self.forces.potential.sizes_overflowed()
+            if too_small is not None:
+                redo = redo | too_small
+            torch.stack([redo.to(disp2.dtype), disp2], out=self._status)
 
     def _capture(self, state) -> None:
         self._body(state)  # warm-up outside the graph; undone right away
@@ -138,10 +156,13 @@ class StepBlocks:
         nl.n_builds += 1
 
     # --------------------------------------------------------------------- run
-    def _replay(self, state, result: PotentialResult) -> bool:
-        """Run the block from ``result``; True when it ran on a stale or overflowed list (the
-        host reads the block's status: the one host sync)."""
+    def _replay(self, state, result: PotentialResult, resize: bool = False) -> bool:
+        """Run the block from ``result``; True when it ran on a stale or overflowed list or
+        outgrew the potential's sizes (the host reads the block's status: the one host sync).
+        ``resize``: ask the potential for its sizes again (after such a block)."""
         self._prepare(state)  # the list may have grown since the last block
+        if self._sizes is None or resize:
+            self._fix_sizes(state)
         self._forces.copy_(result.forces)
         self._energy.copy_(result.energy)
         if self.cuda_graph:
@@ -170,7 +191,7 @@ class StepBlocks:
             self._update_list(state)  # a rebuild leaves the forces as they are
         rng_state = self.integrator.generator.get_state() if self.uses_rng else None
         for fresh_list in (False, True):
-            if not self._replay(state, result):
+            if not self._replay(state, result, resize=fresh_list):
                 return PotentialResult(self._energy.clone(), self._forces.clone())
             self.undone += 1
             self._restore(state)

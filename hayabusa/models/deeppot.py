@@ -19,11 +19,14 @@ shared/reference/mlip-models.md); the code is ours.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..errors import InputError
 from ..potentials import Potential, PotentialResult
+from ..potentials.base import shapes_fixed
 from ..state import sum_over_systems
 
 PRECISIONS = ("float64", "float32", "mixed")
@@ -118,6 +121,7 @@ class DeepPotSE(Potential):
         self.fitting_nets.to(net_dtype)
         self.net_dtype = net_dtype
         self._kernel_key = self._kernel_weights = None  # see embedding_with_tangent
+        self._fixed: SectionSizes | None = None  # see fix_sizes
 
     # ------------------------------------------------------------ environment
     def environment(self, state, neighbors, positions=None, cell=None):
@@ -149,30 +153,51 @@ class DeepPotSE(Potential):
     def atom_energies(self, state, neighbors, positions=None, cell=None) -> torch.Tensor:
         """[N] float64 atom energies (E0 included)."""
         env, s, inside, ti, tj = self.environment(state, neighbors, positions, cell)
-        compact = self.host_sync_allowed(s)
+        sizes = self.fixed_sizes(state) if shapes_fixed(s) else None
         n = s.shape[0]
-        t_mat = self.contraction(env, s, inside, tj, compact) / self.neighbor_norm
+        t_mat = self.contraction(env, s, inside, tj, sizes) / self.neighbor_norm
         desc = torch.einsum("nmc,nac->nma", t_mat, t_mat[:, : self.axis_neurons])
         desc = desc.reshape(n, -1)
-        energy = torch.zeros(n, dtype=torch.float64, device=s.device)
         if len(self.fitting_nets) == 1:
             return self.fitting_nets[0](desc)[:, 0].to(torch.float64) + self.e0[ti]
-        for t, net in enumerate(self.fitting_nets):
-            if compact:  # each type's net on its own atoms only (one host sync per type)
-                atoms = (ti == t).nonzero().squeeze(1)
-                energy = energy.index_put((atoms,), net(desc[atoms])[:, 0].to(torch.float64))
-            else:
-                energy = torch.where(ti == t, net(desc)[:, 0].to(torch.float64), energy)
+        energy = torch.zeros(n, dtype=torch.float64, device=s.device)
+        for t, net in enumerate(self.fitting_nets):  # each type's net on its own atoms only
+            atoms = (ti == t).nonzero().squeeze(1) if sizes is None else sizes.atoms[t]
+            energy = energy.index_put((atoms,), net(desc[atoms])[:, 0].to(torch.float64))
         return energy + self.e0[ti]
 
-    @staticmethod
-    def host_sync_allowed(x: torch.Tensor) -> bool:
-        """False while a CUDA graph is being captured: then the networks run on every slot
-        and atom (dense) instead of on per-type sections of the slots within r_cut and index
-        lists of the atoms (compact)."""
-        return not (x.is_cuda and torch.cuda.is_current_stream_capturing())
+    # ----------------------------------------------------------- fixed shapes
+    def fix_sizes(self, state, neighbors) -> tuple:
+        """Section widths for evaluations inside ``fixed_shapes()`` (no host sync, as in a
+        CUDA graph): for each neighbour type the most of its slots within r_cut that one atom
+        has now or had since the last call, plus 1/16 (at least 2), rounded up to even; never
+        narrower than before on the same atoms. Also each type's atoms (fixed during MD)."""
+        with torch.no_grad():
+            _, _, inside, ti, tj = self.environment(state, neighbors)
+            most = slots_by_type(inside, tj, len(self.embedding_nets))[2].amax(0)
+        key = SectionSizes.key_of(state)
+        before = self._fixed if self._fixed is not None and self._fixed.key == key else None
+        if before is not None:
+            most = torch.maximum(most, before.seen)
+        widths = [section_width(w) for w in most.tolist()]
+        if before is not None:
+            widths = [max(a, b) for a, b in zip(widths, before.widths, strict=True)]
+        atoms = [(ti == t).nonzero().squeeze(1) for t in range(len(widths))]
+        self._fixed = SectionSizes(key, widths, atoms)
+        return tuple(widths)
 
-    def contraction(self, env, s, inside, tj, compact: bool) -> torch.Tensor:
+    def fixed_sizes(self, state) -> SectionSizes:
+        """The sizes ``fix_sizes`` set for ``state``'s atoms."""
+        if self._fixed is None or self._fixed.key != SectionSizes.key_of(state):
+            raise InputError("DeepPot-SE inside fixed_shapes() (a CUDA graph): call "
+                             "model.fix_sizes(state, neighbors) for these atoms first")
+        return self._fixed
+
+    def sizes_overflowed(self) -> torch.Tensor | None:
+        return None if self._fixed is None else self._fixed.overflowed()
+
+    # ------------------------------------------------------------ embedding
+    def contraction(self, env, s, inside, tj, sizes: SectionSizes | None = None) -> torch.Tensor:
         """T·N_c [N, M, 4] = Σ_j G_t(s_j)ᵀ R̂_j over the slots within r_cut, t = the type of j.
 
         Training (gradients reach the weights, and forces enter the loss): autograd through
@@ -181,7 +206,7 @@ class DeepPotSE(Potential):
         env, s = env.to(self.net_dtype), s.to(self.net_dtype)
         tangent = not (self.training and torch.is_grad_enabled())
         t_mat = 0
-        for t, (s_t, env_t) in enumerate(self.sections(env, s, inside, tj, compact)):
+        for t, (s_t, env_t) in enumerate(self.sections(env, s, inside, tj, sizes)):
             if tangent:
                 t_mat = t_mat + TangentContraction.apply(s_t, env_t, self, t)
             else:
@@ -189,20 +214,18 @@ class DeepPotSE(Potential):
                 t_mat = t_mat + torch.einsum("nkm,nkc->nmc", g, env_t)
         return t_mat
 
-    def sections(self, env, s, inside, tj, compact: bool):
-        """Per neighbour type t: (s_t [N, k], R̂_t [N, k, 4]), R̂_t zero on every slot that
-        is not one of type t's within r_cut, so it adds nothing to T.
+    def sections(self, env, s, inside, tj, sizes: SectionSizes | None = None):
+        """Per neighbour type t: (s_t [N, k_t], R̂_t [N, k_t, 4]), type t's slots within r_cut
+        first, R̂_t zero in the rest (they add nothing to T), as deepmd-kit's per-type ``sel``.
 
-        compact: a dense section of type t's slots within r_cut (k = k_t, the most such
-        slots of one atom; one host sync), as deepmd-kit's per-type ``sel`` sized from the
-        data. Otherwise (inside a CUDA graph) all K slots, masked by type."""
-        n_types = len(self.embedding_nets)
-        if not compact:
-            if n_types == 1:
-                return [(s, env)]
-            return [(s, env * (inside & (tj == t))[..., None]) for t in range(n_types)]
-        order, first, counts = slots_by_type(inside, tj, n_types)
-        widths = counts.max(0).values.tolist() if counts.numel() else [0] * n_types
+        k_t: with ``sizes`` (no host sync) its fixed width, recording the widths needed;
+        else the most such slots of one atom (one host sync)."""
+        order, first, counts = slots_by_type(inside, tj, len(self.embedding_nets))
+        if sizes is None:
+            widths = counts.amax(0).tolist() if counts.numel() else [0] * counts.shape[1]
+        else:
+            widths = sizes.widths
+            sizes.record(counts)
         out = []
         for t, k in enumerate(widths):
             col = torch.arange(k, device=s.device)  # k = 0 still joins the autograd graph
@@ -279,14 +302,63 @@ class TangentContraction(torch.autograd.Function):
         return grad_s, torch.bmm(g, grad), None, None
 
 
+def section_width(most: int) -> int:
+    """A fixed section for at most ``most`` slots: 1/16 more (at least 2), rounded up to even
+    (the slots within r_cut of one atom vary little in MD)."""
+    width = most + max(2, math.ceil(most / 16))
+    return width + width % 2
+
+
+class SectionSizes:
+    """DeepPot-SE's per-type section widths for evaluations without host sync
+    (``DeepPotSE.fix_sizes``): ``widths`` [T] ints, ``atoms`` per type its atom indices,
+    ``seen`` [T] int32 on the device, the most slots of each type within r_cut that one atom
+    had in an evaluation since."""
+
+    def __init__(self, key: tuple, widths: list[int], atoms: list[torch.Tensor]):
+        self.key = key
+        self.widths = list(widths)
+        self.atoms = atoms
+        device = atoms[0].device if atoms else None
+        self.limit = torch.tensor(self.widths, dtype=torch.int32, device=device)
+        self.seen = torch.zeros_like(self.limit)
+
+    @staticmethod
+    def key_of(state) -> tuple:
+        return (state.atomic_numbers.data_ptr(), state.n_atoms, str(state.device))
+
+    def record(self, counts: torch.Tensor) -> None:
+        """Fold the per-type counts [N, T] of one evaluation into ``seen`` (on the device)."""
+        if counts.numel():
+            torch.maximum(self.seen, counts.amax(0), out=self.seen)
+
+    def overflowed(self) -> torch.Tensor:
+        """[] bool: some atom had more slots of a type than its section holds."""
+        return (self.seen > self.limit).any()
+
+
 def slots_by_type(inside: torch.Tensor, tj: torch.Tensor, n_types: int):
-    """Each row's slots within r_cut grouped by neighbour type, with no host sync:
-    ``order`` [N, K] (int32), ``start`` and ``count`` [N, T] (int32)."""
-    key = torch.where(inside, tj, n_types).to(torch.int32)
-    order = torch.argsort(key, dim=1, stable=True).to(torch.int32)
-    count = torch.stack([(key == t).sum(1) for t in range(n_types)], 1).to(torch.int32)
-    start = (torch.cumsum(count, 1, dtype=torch.int32) - count).contiguous()
-    return order.contiguous(), start, count.contiguous()
+    """Each row's slots within r_cut grouped by neighbour type (in slot order), the rest after
+    them, with no host sync: ``order`` [N, K], ``start`` and ``count`` [N, T] (int32). By
+    counting (a running count per type along the row) rather than sorting each row."""
+    n, k = inside.shape
+    key = torch.where(inside, tj, n_types)  # [N, K]; n_types: outside r_cut or padding
+    if k == 0:
+        empty = torch.zeros(n, n_types, dtype=torch.int32, device=inside.device)
+        return torch.zeros(n, 0, dtype=torch.int32, device=inside.device), empty, empty
+    position = torch.empty_like(key)  # of each slot in the row's new order
+    start = torch.zeros(n, dtype=torch.int32, device=key.device)
+    starts, counts = [], []
+    for t in range(n_types + 1):
+        match = key == t
+        rank = torch.cumsum(match, 1, dtype=torch.int32)  # [N, K]: 1 + earlier slots of t
+        position = torch.where(match, start[:, None] + rank - 1, position)
+        starts.append(start)
+        counts.append(rank[:, -1])
+        start = start + counts[-1]
+    slots = torch.arange(k, dtype=torch.int32, device=key.device).expand(n, k)
+    order = torch.empty_like(slots).scatter_(1, position, slots)
+    return order, torch.stack(starts[:-1], 1), torch.stack(counts[:-1], 1)
 
 
 def _with(state, positions, cell):

@@ -4,16 +4,44 @@
 (float64), ``forces`` [N, 3], optional ``stress`` [S, 3, 3] (energy/length³, the ASE sign
 convention σ = (1/V) ∂E/∂ε, kinetic part excluded) and ``atom_energy`` [N]. A potential
 declares its ``cutoff`` (0: needs no neighbor list) and the species it accepts.
+
+Steps that run without host synchronisation (``StepBlocks``, captured in a CUDA graph on a
+GPU) evaluate potentials inside ``fixed_shapes()``: a potential whose intermediate shapes
+depend on the data (DeepPot-SE's per-type neighbour sections) sizes them on the host
+beforehand in ``fix_sizes`` and flags on the device when they proved too small
+(``sizes_overflowed``); the block is then undone and run again with larger sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 
 import ase.data
 import torch
 
 from ..state import raise_for_atom
+
+_FIXED = threading.local()
+
+
+@contextlib.contextmanager
+def fixed_shapes():
+    """Force evaluations inside take their data-dependent shapes from ``fix_sizes`` and do not
+    synchronise with the host (as they must inside a CUDA graph)."""
+    before = getattr(_FIXED, "active", False)
+    _FIXED.active = True
+    try:
+        yield
+    finally:
+        _FIXED.active = before
+
+
+def shapes_fixed(x: torch.Tensor) -> bool:
+    """True inside ``fixed_shapes()`` or while a CUDA graph is captured on ``x``'s device."""
+    return getattr(_FIXED, "active", False) or (x.is_cuda and
+                                                 torch.cuda.is_current_stream_capturing())
 
 
 @dataclass
@@ -47,3 +75,14 @@ class Potential(torch.nn.Module):
             raise_for_atom(state, state.type_ids >= self.n_types, lambda a: (
                 f"has type id {int(state.type_ids[a])} but the potential has parameters for "
                 f"{self.n_types} types"))
+
+    def fix_sizes(self, state, neighbors) -> tuple:
+        """Size the shapes used inside ``fixed_shapes()`` from ``state`` (host side, may
+        synchronise; before a block is captured and after one overflowed). Returns those
+        sizes; graphs captured with other sizes are dropped. Default: none."""
+        return ()
+
+    def sizes_overflowed(self) -> torch.Tensor | None:
+        """[] bool on the device: an evaluation inside ``fixed_shapes()`` since the last
+        ``fix_sizes`` needed larger sizes (its results are wrong). None: cannot happen."""
+        return None

@@ -17,6 +17,13 @@ class SumPotential(Potential):
         for t in self.terms:
             t.check_state(state)
 
+    def fix_sizes(self, state, neighbors) -> tuple:
+        return tuple(t.fix_sizes(state, neighbors) for t in self.terms)
+
+    def sizes_overflowed(self) -> torch.Tensor | None:
+        flags = [f for f in (t.sizes_overflowed() for t in self.terms) if f is not None]
+        return torch.stack(flags).any() if flags else None
+
     def forward(self, state, neighbors, compute_stress: bool = False) -> PotentialResult:
         results = [t(state, neighbors, compute_stress) for t in self.terms]
 
