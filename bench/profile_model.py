@@ -4,7 +4,8 @@
 
 Times (CUDA events, mean of 10 calls after one): the environment matrix alone, the atom
 energies (forward), and energy + forces (forward + backward) of the ``hayabusa bench model``
-network on rattled fcc Cu; ``--kernels`` lists the GPU kernels of 3 force calls;
+network on rattled fcc Cu, eager and replayed as one CUDA graph (fixed sections, as in MD
+blocks); ``--kernels`` lists the GPU kernels of 3 force calls;
 ``--tile-shapes`` times the tangent embedding kernel in several tile shapes (with their
 registers and spills) on 80 slots per atom.
 """
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_lj import timed  # noqa: E402
 
 from hayabusa import State  # noqa: E402
-from hayabusa.bench.model import copper  # noqa: E402
+from hayabusa.bench.model import copper, model_time  # noqa: E402
 from hayabusa.md.forces import make_neighbor_list  # noqa: E402
 from hayabusa.models import DeepPotSE  # noqa: E402
 
@@ -41,7 +42,8 @@ def main() -> None:
         for precision in args.precisions.split(","):
             tile_shapes(precision, args.atoms * 80)
     atoms = copper(args.atoms)
-    print(f"{'precision':>9} {'atoms':>7} {'env':>8} {'energy':>8} {'E+F':>8}  (ms)")
+    print(f"{'precision':>9} {'atoms':>7} {'env':>8} {'energy':>8} {'E+F':>8} "
+          f"{'E+F graph':>9}  (ms)")
     for precision in args.precisions.split(","):
         profile(precision, atoms, args.kernels)
 
@@ -61,8 +63,10 @@ def profile(precision: str, atoms, kernels: bool) -> None:
     t_env = timed(lambda: model.environment(state, nl), 10)
     t_energy = timed(energy, 10)
     t_full = timed(lambda: model(state, nl), 10)
-    print(f"{precision:>9} {len(atoms):>7} {t_env:>8.3f} {t_energy:>8.3f} {t_full:>8.3f}"
-          f"   list {nl.kind}, K={nl.capacity}")
+    widths = model.fix_sizes(state, nl)
+    t_graph = 1e3 * model_time(model, state, nl, 10, graph=True)
+    print(f"{precision:>9} {len(atoms):>7} {t_env:>8.3f} {t_energy:>8.3f} {t_full:>8.3f} "
+          f"{t_graph:>9.3f}   list {nl.kind}, K={nl.capacity}, graph sections {widths}")
     if kernels:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
@@ -70,6 +74,14 @@ def profile(precision: str, atoms, kernels: bool) -> None:
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30,
                                         max_name_column_width=70))
+
+
+# (BM, BN, warps, pipeline stages: 0 = unrolled loop) tried per dtype, the shape of
+# ``tangent_embedding.SHAPES`` first
+TILE_SHAPES = {torch.float64: ((32, 32, 2, 0), (32, 32, 2, 2), (16, 64, 2, 0), (16, 64, 2, 2),
+                               (32, 64, 4, 2), (16, 128, 4, 2), (32, 128, 8, 2)),
+               torch.float32: ((64, 64, 8, 0), (64, 64, 8, 2), (64, 128, 8, 2), (32, 128, 4, 2),
+                               (32, 64, 4, 0))}
 
 
 def tile_shapes(precision: str, rows: int) -> None:
@@ -88,18 +100,17 @@ def tile_shapes(precision: str, rows: int) -> None:
         k = w.shape[1]
         y = torch.empty(rows, 2 * k, dtype=x.dtype, device="cuda")
         dy = torch.empty_like(y)
-        for bm, bn, warps in ((32, 32, 2), (64, 32, 4), (32, 64, 4), (64, 64, 8)):
-
+        for bm, bn, warps, stages in TILE_SHAPES[model.net_dtype]:
             launch = functools.partial(
-                kernel[(triton.cdiv(rows, bm), triton.cdiv(2 * k, bn))],
+                kernel[(triton.cdiv(rows, bm) * triton.cdiv(2 * k, bn),)],
                 x, dx, weights.w1[0], weights.b1[0], w[0], b[0], y, dy, rows, K=k,
                 KP=max(16, triton.next_power_of_2(k)), FROM_S=layer == 0, BM=bm, BN=bn, BK=16,
-                num_warps=warps)
+                STAGES=stages, num_warps=warps)
 
             compiled = launch()
             ms = timed(launch, 10)
             print(f"tangent layer {layer + 2} {precision:>8} rows {rows} BM {bm} BN {bn} "
-                  f"warps {warps}: {ms:.3f} ms, {compiled.n_regs} registers, "
+                  f"warps {warps} stages {stages}: {ms:.3f} ms, {compiled.n_regs} registers, "
                   f"{compiled.n_spills} spills")
         x, dx = y, dy
 

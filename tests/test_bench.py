@@ -93,16 +93,20 @@ def test_peer_kob_andersen_pair_function_matches_ours():
         assert theirs[r[:, 0] > 2.5 * sig].abs().max() == 0
 
 
-def test_bench_model_rows_and_json(tmp_path, capsys):
+@pytest.mark.parametrize("block_steps", [0, 2])
+def test_bench_model_rows_and_json(tmp_path, capsys, block_steps):
     out = tmp_path / "model.json"
     assert main(["bench", "model", "--atoms", "108", "--r-cut", "3.6", "--skin", "0.4",
-                 "--steps", "2", "--block-steps", "0", "--train-steps", "1", "--device", "cpu",
-                 "--precisions", "float64,mixed", "--json", str(out)]) == 0
+                 "--steps", "4", "--block-steps", str(block_steps), "--train-steps", "1",
+                 "--device", "cpu", "--precisions", "float64,mixed", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = {r["precision"]: r for r in report["md"]}
     assert set(rows) == {"float64", "mixed"}
     for r in rows.values():
         assert r["atoms"] == 108 and r["atom_steps_per_s"] > 0 and r["model_ms"] > 0
+        assert r["steps_run_as"] == "eager steps"  # CUDA graphs on a GPU only
+        if block_steps:  # blocks on the CPU too: fixed sections wider than any atom needs
+            assert r["blocks_undone"] == 0 and min(r["section_widths"]) > 12  # 12 nearest
     assert [r["precision"] for r in report["training"]] == ["float64", "mixed"]
     assert report["training"][0]["frames_per_s"] > 0
     assert "overhead %" in capsys.readouterr().out

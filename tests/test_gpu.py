@@ -181,6 +181,27 @@ def test_tangent_embedding_kernel_equals_pytorch_tangent(precision, embedding):
         assert (dg - dg_ref).abs().max() <= tol * dg_ref.abs().max()
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("stages", [0, 2])
+def test_tangent_embedding_kernel_in_both_loop_forms(precision, stages, monkeypatch):
+    """The kernel with an unrolled K loop (STAGES 0) and a pipelined one gives the PyTorch
+    tangent, in a wide tile shape too."""
+    from hayabusa.models import DeepPotSE, tangent_embedding
+
+    torch.manual_seed(0)
+    model = DeepPotSE([29], embedding=(25, 50, 100), axis_neurons=4, fitting=(8,),
+                      precision=precision).cuda().eval()
+    s = torch.rand(999, 41, dtype=model.net_dtype, device="cuda") * 1.5
+    tol = 1e-13 if precision == "float64" else 1e-5
+    for bm, bn, warps in ((16, 64, 2), (32, 128, 4)):
+        monkeypatch.setitem(tangent_embedding.SHAPES, model.net_dtype,
+                            {"BM": bm, "BN": bn, "BK": 16, "STAGES": stages, "num_warps": warps})
+        g, dg = model.embedding_with_tangent(0, s)
+        g_ref, dg_ref = model.embedding_nets[0].forward_with_tangent(s)
+        assert (g - g_ref).abs().max() <= tol * g_ref.abs().max()
+        assert (dg - dg_ref).abs().max() <= tol * dg_ref.abs().max()
+
+
 @pytest.mark.parametrize("precision", ["float64", "mixed", "float32"])
 @pytest.mark.parametrize("embedding", [(8, 16), (25, 50, 100)])
 def test_deeppot_inference_path_equals_training_path(precision, embedding):
@@ -236,8 +257,9 @@ def test_deeppot_on_gpu_equals_cpu(precision):
 
 
 def test_deeppot_md_in_cuda_graph_blocks_follows_eager_steps():
-    """MD of DeepPot-SE inside CUDA-graph blocks (every slot, masked by type) follows eager
-    MD (per-type sections of the slots within r_cut), float64, Cu/Ag, NVE."""
+    """MD of DeepPot-SE inside CUDA-graph blocks (per-type sections of the widths fix_sizes
+    chose) follows eager MD (sections as wide as needed, one host sync per call), float64,
+    Cu/Ag, NVE; the sections never overflowed."""
     from test_deeppot import cuag
 
     from hayabusa.md import VelocityVerlet
@@ -256,7 +278,7 @@ def test_deeppot_md_in_cuda_graph_blocks_follows_eager_steps():
         return sim
 
     eager, graphed = run(0), run(10)
-    assert graphed.blocks.graph is not None
+    assert graphed.blocks.graph is not None and not bool(model.sizes_overflowed())
     assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-9
 
 

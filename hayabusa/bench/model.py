@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..models import DeepPotSE
+from ..potentials.base import fixed_shapes
 from ..state import State
 from .timing import sync
 
@@ -47,10 +48,26 @@ def _timed(fn, repeats: int, device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def model_time(model, state, neighbors, repeats: int, graph: bool) -> float:
+    """Seconds per force call of ``model`` alone on ``neighbors``: replayed as one CUDA graph
+    (inside ``fixed_shapes()``, with the sizes the MD blocks fixed) when ``graph``, as the
+    steps of a block run; else eager calls."""
+    if not graph:
+        return _timed(lambda: model(state, neighbors), repeats, state.device)
+    with fixed_shapes():
+        model(state, neighbors)  # warm-up outside the graph
+        sync(state.device)
+        call = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(call):
+            model(state, neighbors)
+    return _timed(call.replay, repeats, state.device)
+
+
 def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, sizes: dict,
                 skin: float) -> dict:
-    """MD step time of DeepPot-SE in hayabusa's engine, and the model's forward+backward
-    time alone on the same neighbor list."""
+    """MD step time of DeepPot-SE in hayabusa's engine (blocks of ``block_steps`` steps in
+    CUDA graphs, or eager steps for 0), and the model's forward+backward time alone on the
+    same neighbor list, timed the same way."""
     from ..md import Simulation, VelocityVerlet, maxwell_boltzmann
 
     torch.manual_seed(0)
@@ -59,19 +76,27 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
     maxwell_boltzmann(state, 300.0, "metal", seed=1)
     sim = Simulation(state, model, VelocityVerlet(1.0, "metal"), "metal", skin=skin,
                      block_steps=block_steps)
-    sim.run(max(block_steps, 5))  # warm-up (graph capture)
+    sim.run(max(2 * block_steps, 5))  # warm-up (graph capture)
+    undone = sim.blocks.undone if sim.blocks else 0
     sync(device)
     start = time.perf_counter()
     sim.run(steps)
     sync(device)
     step = (time.perf_counter() - start) / steps
     nl = sim.forces.neighbors
-    model_time = _timed(lambda: model(sim.state, nl), max(5, steps // 4), device)
+    graph = sim.blocks is not None and sim.blocks.cuda_graph
+    model_s = model_time(model, sim.state, nl, max(5, steps // 4), graph)
     n = len(atoms)
-    return {"engine": "hayabusa", "precision": precision, "atoms": n,
-            "ms_per_step": 1e3 * step, "atom_steps_per_s": n / step,
-            "model_ms": 1e3 * model_time, "overhead_pct": 100 * (step - model_time) / step,
-            "neighbor_list": nl.kind, "neighbor_capacity": nl.capacity}
+    row = {"engine": "hayabusa", "precision": precision, "atoms": n,
+           "ms_per_step": 1e3 * step, "atom_steps_per_s": n / step,
+           "model_ms": 1e3 * model_s, "overhead_pct": 100 * (step - model_s) / step,
+           "neighbor_list": nl.kind, "neighbor_capacity": nl.capacity,
+           "steps_run_as": "CUDA-graph blocks" if graph else "eager steps"}
+    if sim.blocks is not None:
+        row["blocks_undone"] = sim.blocks.undone - undone
+        if model._fixed is not None:
+            row["section_widths"] = model._fixed.widths
+    return row
 
 
 def emt_copper_frames(frames: int = 32, atoms_per_frame: int = 108) -> list:
@@ -227,6 +252,10 @@ def run_model_bench(args, device, env) -> dict:
           f"{list(sizes['embedding'])}, axis {sizes['axis_neurons']}, fitting "
           f"{list(sizes['fitting'])}; NVE 1 fs, skin {args.skin} Å")
     print(f"device {env['device']}, torch {env['torch']}, commit {env['commit']}, {env['date']}")
+    ours = [r for r in md_rows if r["engine"] == "hayabusa"]
+    if ours:
+        print(f"hayabusa: {ours[0]['steps_run_as']} (block steps {args.block_steps}); model ms "
+              "= the model's call alone, run the same way; deepmd-kit: eager forward_lower")
     print(format_table([r for r in md_rows if "missing" not in r], MD_COLUMNS))
     for r in md_rows:
         if "missing" in r:

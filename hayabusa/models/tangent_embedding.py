@@ -78,30 +78,58 @@ def _input(x_ptr, dx_ptr, w1_ptr, b1_ptr, rows, cols, ok, K: tl.constexpr,
 
 
 @triton.jit
+def _accumulate(acc, dacc, k0, x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr, rows_in, live_row, cols,
+                live_col, K: tl.constexpr, FROM_S: tl.constexpr, BK: tl.constexpr):
+    """acc += x[:, k0:k0+BK] W[k0:k0+BK], dacc += x'[:, k0:k0+BK] W[k0:k0+BK]."""
+    N: tl.constexpr = 2 * K
+    ks = k0 + tl.arange(0, BK)
+    x, dx = _input(x_ptr, dx_ptr, w1_ptr, b1_ptr, rows_in, ks,
+                   live_row[:, None] & (ks < K)[None, :], K, FROM_S)
+    w = tl.load(w_ptr + ks[:, None] * N + cols[None, :],
+                mask=(ks < K)[:, None] & live_col[None, :], other=0.0)
+    acc += tl.dot(x, w, input_precision="ieee")
+    dacc += tl.dot(dx, w, input_precision="ieee")
+    return acc, dacc
+
+
+@triton.jit
 def doubling_layer_kernel(x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr, b_ptr, y_ptr, dy_ptr, n_rows,
                           K: tl.constexpr, KP: tl.constexpr, FROM_S: tl.constexpr,
-                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                          BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                          STAGES: tl.constexpr):
     """A layer that doubles its input's width, with its tangent, as a tiled matmul:
     y = tanh(x W + b) + [x, x], y' = (1 − tanh²)·(x' W) + [x', x'] for x, x' [R, K] →
     y, y' [R, 2K]. ``w_ptr``: W [K, 2K] (row-major), ``b_ptr``: b [2K]. The inputs stream
-    through in K-steps of BK, so only the two accumulators stay live. FROM_S: the input is
-    the first layer (w1, b1 [K]) of s [R], computed here instead of loaded."""
+    through in K-steps of BK, so only the two accumulators stay live: an unrolled loop for
+    STAGES = 0, else a loop software-pipelined over STAGES stages. FROM_S: the input is the
+    first layer (w1, b1 [K]) of s [R], computed here instead of loaded."""
     N: tl.constexpr = 2 * K
-    rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
-    cols = tl.program_id(1) * BN + tl.arange(0, BN)
-    live_row = rows < n_rows
+    # The column tiles of a row tile are neighbouring programs, so its inputs are read from
+    # memory once and then from L2 (a 2D grid with rows on axis 0 read them once per column
+    # tile: the inputs of all rows do not fit in L2).
+    COL_TILES: tl.constexpr = (N + BN - 1) // BN
+    pid = tl.program_id(0)
+    first_row = (pid // COL_TILES).to(tl.int64) * BM
+    # Pointers start at the tile's first row (64-bit), offsets within the tile are 32-bit.
+    x_ptr += first_row if FROM_S else first_row * K
+    dx_ptr += first_row * K
+    y_ptr += first_row * N
+    dy_ptr += first_row * N
+    rows = tl.arange(0, BM)
+    cols = (pid % COL_TILES) * BN + tl.arange(0, BN)
+    live_row = rows < n_rows - first_row
     live_col = cols < N
     acc = tl.zeros([BM, BN], dtype=y_ptr.dtype.element_ty)
     dacc = tl.zeros([BM, BN], dtype=y_ptr.dtype.element_ty)
     rows_in = tl.where(live_row, rows, -1)
-    for k0 in tl.static_range(0, KP, BK):
-        ks = k0 + tl.arange(0, BK)
-        x, dx = _input(x_ptr, dx_ptr, w1_ptr, b1_ptr, rows_in, ks,
-                       live_row[:, None] & (ks < K)[None, :], K, FROM_S)
-        w = tl.load(w_ptr + ks[:, None] * N + cols[None, :],
-                    mask=(ks < K)[:, None] & live_col[None, :], other=0.0)
-        acc += tl.dot(x, w, input_precision="ieee")
-        dacc += tl.dot(dx, w, input_precision="ieee")
+    if STAGES == 0:
+        for k0 in tl.static_range(0, KP, BK):
+            acc, dacc = _accumulate(acc, dacc, k0, x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr,
+                                    rows_in, live_row, cols, live_col, K, FROM_S, BK)
+    else:
+        for k0 in tl.range(0, KP, BK, num_stages=STAGES):
+            acc, dacc = _accumulate(acc, dacc, k0, x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr,
+                                    rows_in, live_row, cols, live_col, K, FROM_S, BK)
     y = _tanh(acc + tl.load(b_ptr + cols, mask=live_col, other=0.0)[None, :])
     dy = (1.0 - y * y) * dacc
     ok = live_row[:, None] & live_col[None, :]
@@ -115,8 +143,8 @@ def doubling_layer_kernel(x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr, b_ptr, y_ptr, dy
 # bench/profile_model.py --tile-shapes on f1f4e92): float64 (32, 32, 2 warps) 1.24 / 2.27 ms,
 # float32 (64, 64, 8 warps) 0.32 / 1.08 ms. Not autotuned: with four shapes autotuned,
 # `hayabusa bench model` on a fresh machine (nothing compiled yet) passed 240 s (66444ec).
-SHAPES = {torch.float64: {"BM": 32, "BN": 32, "BK": 16, "num_warps": 2},
-          torch.float32: {"BM": 64, "BN": 64, "BK": 16, "num_warps": 8}}
+SHAPES = {torch.float64: {"BM": 32, "BN": 32, "BK": 16, "STAGES": 0, "num_warps": 2},
+          torch.float32: {"BM": 64, "BN": 64, "BK": 16, "STAGES": 0, "num_warps": 8}}
 
 
 def embedding_with_tangent(s: torch.Tensor, t: int, weights: EmbeddingWeights):
@@ -130,7 +158,7 @@ def embedding_with_tangent(s: torch.Tensor, t: int, weights: EmbeddingWeights):
         y = torch.empty(n, 2 * k, dtype=x.dtype, device=x.device)
         dy = torch.empty_like(y)
         if n:
-            grid = (triton.cdiv(n, shape["BM"]), triton.cdiv(2 * k, shape["BN"]))
+            grid = (triton.cdiv(n, shape["BM"]) * triton.cdiv(2 * k, shape["BN"]),)
             doubling_layer_kernel[grid](x, dx, weights.w1[t], weights.b1[t], w[t], b[t], y, dy,
                                         n, K=k, KP=max(16, triton.next_power_of_2(k)),
                                         FROM_S=layer == 0, **shape)
