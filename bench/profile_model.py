@@ -78,10 +78,10 @@ def profile(precision: str, atoms, kernels: bool) -> None:
 
 # (BM, BN, warps, pipeline stages: 0 = unrolled loop) tried per dtype, the shape of
 # ``tangent_embedding.SHAPES`` first
-TILE_SHAPES = {torch.float64: ((32, 32, 2, 0), (32, 32, 2, 2), (16, 64, 2, 0), (16, 64, 2, 2),
+TILE_SHAPES = {torch.float64: ((16, 64, 2, 2), (32, 32, 2, 0), (32, 32, 2, 2), (16, 64, 2, 0),
                                (32, 64, 4, 2), (16, 128, 4, 2), (32, 128, 8, 2)),
-               torch.float32: ((64, 64, 8, 0), (64, 64, 8, 2), (64, 128, 8, 2), (32, 128, 4, 2),
-                               (32, 64, 4, 0))}
+               torch.float32: ((32, 64, 4, 0), (64, 64, 8, 0), (64, 64, 8, 2), (64, 128, 8, 2),
+                               (32, 128, 4, 2))}
 
 
 def tile_shapes(precision: str, rows: int) -> None:

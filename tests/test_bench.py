@@ -106,7 +106,8 @@ def test_bench_model_rows_and_json(tmp_path, capsys, block_steps):
         assert r["atoms"] == 108 and r["atom_steps_per_s"] > 0 and r["model_ms"] > 0
         assert r["steps_run_as"] == "eager steps"  # CUDA graphs on a GPU only
         if block_steps:  # blocks on the CPU too: fixed sections wider than any atom needs
-            assert r["blocks_undone"] == 0 and min(r["section_widths"]) > 12  # 12 nearest
+            assert r["blocks_run"] == 2 and r["blocks_undone"] == 0
+            assert min(r["section_widths"]) > 12  # 12 nearest
     assert [r["precision"] for r in report["training"]] == ["float64", "mixed"]
     assert report["training"][0]["frames_per_s"] > 0
     assert "overhead %" in capsys.readouterr().out

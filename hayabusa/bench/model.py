@@ -19,7 +19,7 @@ import torch
 from ..models import DeepPotSE
 from ..potentials.base import fixed_shapes
 from ..state import State
-from .timing import sync
+from .timing import health_interval, sync
 
 CU_LATTICE = 3.615  # Å
 
@@ -75,16 +75,16 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
     state = State.from_atoms(atoms, device=device)
     maxwell_boltzmann(state, 300.0, "metal", seed=1)
     sim = Simulation(state, model, VelocityVerlet(1.0, "metal"), "metal", skin=skin,
-                     block_steps=block_steps)
+                     block_steps=block_steps, health_every=health_interval(block_steps))
     sim.run(max(2 * block_steps, 5))  # warm-up (graph capture)
-    undone = sim.blocks.undone if sim.blocks else 0
+    undone, replays = (sim.blocks.undone, sim.blocks.replays) if sim.blocks else (0, 0)
     sync(device)
     start = time.perf_counter()
     sim.run(steps)
     sync(device)
     step = (time.perf_counter() - start) / steps
     nl = sim.forces.neighbors
-    graph = sim.blocks is not None and sim.blocks.cuda_graph
+    graph = sim.blocks is not None and sim.blocks.cuda_graph and sim.blocks.replays > replays
     model_s = model_time(model, sim.state, nl, max(5, steps // 4), graph)
     n = len(atoms)
     row = {"engine": "hayabusa", "precision": precision, "atoms": n,
@@ -93,6 +93,7 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
            "neighbor_list": nl.kind, "neighbor_capacity": nl.capacity,
            "steps_run_as": "CUDA-graph blocks" if graph else "eager steps"}
     if sim.blocks is not None:
+        row["blocks_run"] = sim.blocks.replays - replays
         row["blocks_undone"] = sim.blocks.undone - undone
         if model._fixed is not None:
             row["section_widths"] = model._fixed.widths

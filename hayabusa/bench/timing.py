@@ -46,6 +46,12 @@ def bytes_per_atom_step(capacity: int, list_kind: str) -> int:
     return capacity * per_slot + 10 * 24
 
 
+def health_interval(block_steps: int) -> int:
+    """Health checks about every 100 steps, at block ends (a check between blocks would cut
+    them into eager steps)."""
+    return block_steps * max(1, round(100 / block_steps)) if block_steps else 100
+
+
 def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 200,
             warmup: int = 50, block_steps: int = 20, temperature: float = 1.0,
             timestep: float = 0.005) -> dict:
@@ -54,9 +60,8 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
     maxwell_boltzmann(state, temperature, units="lj", seed=1)
     integrator = (VelocityVerlet(timestep, units="lj") if ensemble == "nve" else
                   NoseHooverChain(timestep, temperature, 0.5, units="lj"))
-    health_every = block_steps * max(1, round(100 / block_steps)) if block_steps else 100
     sim = Simulation(state, potential, integrator, units="lj", skin=0.3,
-                     block_steps=block_steps, health_every=health_every)
+                     block_steps=block_steps, health_every=health_interval(block_steps))
     sim.run(warmup)
     builds0 = sim.forces.neighbors.n_builds
     undone0 = sim.blocks.undone if sim.blocks is not None else 0

@@ -139,12 +139,14 @@ def doubling_layer_kernel(x_ptr, dx_ptr, w1_ptr, b1_ptr, w_ptr, b_ptr, y_ptr, dy
     tl.store(dy_ptr + out, dy + dx, mask=ok)
 
 
-# Tile shape per dtype, the fastest of four on an H200 (878k slots, K = 25 from s / 50;
-# bench/profile_model.py --tile-shapes on f1f4e92): float64 (32, 32, 2 warps) 1.24 / 2.27 ms,
-# float32 (64, 64, 8 warps) 0.32 / 1.08 ms. Not autotuned: with four shapes autotuned,
-# `hayabusa bench model` on a fresh machine (nothing compiled yet) passed 240 s (66444ec).
-SHAPES = {torch.float64: {"BM": 32, "BN": 32, "BK": 16, "STAGES": 0, "num_warps": 2},
-          torch.float32: {"BM": 64, "BN": 64, "BK": 16, "STAGES": 0, "num_warps": 8}}
+# Tile shape per dtype, the fastest on an H200 of those `bench/profile_model.py --tile-shapes`
+# tries (878,080 slots; layer 2 from s, K = 25 / layer 3, K = 50; commit b0aa1fb): float64
+# BM 16, BN 64, 2 warps, pipelined over 2 stages 1.053 / 1.479 ms (the unrolled 32 × 32 shape
+# before: 1.343 / 1.858 ms); float32 BM 32, BN 64, 4 warps, unrolled 0.302 / 0.920 ms (64 × 64,
+# 8 warps: 0.336 / 1.016 ms). Not autotuned: with four shapes autotuned, `hayabusa bench model`
+# on a fresh machine (nothing compiled yet) passed 240 s (66444ec).
+SHAPES = {torch.float64: {"BM": 16, "BN": 64, "BK": 16, "STAGES": 2, "num_warps": 2},
+          torch.float32: {"BM": 32, "BN": 64, "BK": 16, "STAGES": 0, "num_warps": 4}}
 
 
 def embedding_with_tangent(s: torch.Tensor, t: int, weights: EmbeddingWeights):
