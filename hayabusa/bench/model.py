@@ -81,24 +81,29 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
     sim = Simulation(state, model, VelocityVerlet(1.0, "metal"), "metal", skin=skin,
                      block_steps=block_steps, health_every=health_interval(block_steps))
     sim.run(max(warmup, 2 * block_steps))
-    undone, replays = (sim.blocks.undone, sim.blocks.replays) if sim.blocks else (0, 0)
+    blocks = sim.blocks
+    undone, resized, replays = (blocks.undone, blocks.resized, blocks.replays) if blocks \
+        else (0, 0, 0)
+    builds = sim.forces.neighbors.n_builds
     sync(device)
     start = time.perf_counter()
     sim.run(steps)
     sync(device)
     step = (time.perf_counter() - start) / steps
     nl = sim.forces.neighbors
-    graph = sim.blocks is not None and sim.blocks.cuda_graph and sim.blocks.replays > replays
+    graph = blocks is not None and blocks.cuda_graph and blocks.replays > replays
     model_s = model_time(model, sim.state, nl, max(5, steps // 4), graph)
     n = len(atoms)
     row = {"engine": "hayabusa", "precision": precision, "atoms": n,
            "ms_per_step": 1e3 * step, "atom_steps_per_s": n / step,
            "model_ms": 1e3 * model_s, "overhead_pct": 100 * (step - model_s) / step,
            "neighbor_list": nl.kind, "neighbor_capacity": nl.capacity,
+           "list_builds": nl.n_builds - builds,
            "steps_run_as": "CUDA-graph blocks" if graph else "eager steps"}
-    if sim.blocks is not None:
-        row["blocks_run"] = sim.blocks.replays - replays
-        row["blocks_undone"] = sim.blocks.undone - undone
+    if blocks is not None:
+        row["blocks_run"] = blocks.replays - replays
+        row["blocks_undone"] = blocks.undone - undone
+        row["blocks_resized"] = blocks.resized - resized
         if model._fixed is not None:
             row["section_widths"] = model._fixed.widths
     return row
@@ -264,9 +269,10 @@ def run_model_bench(args, device, env) -> dict:
     print(format_table([r for r in md_rows if "missing" not in r], MD_COLUMNS))
     for r in ours:
         if "blocks_run" in r:
-            print(f"hayabusa {r['precision']}: {r['blocks_run']} blocks in the timed steps, "
-                  f"{r['blocks_undone']} undone; sections {r['section_widths']} slots "
-                  f"(after {args.warmup} warm-up steps)")
+            print(f"hayabusa {r['precision']}: in the timed steps {r['blocks_run']} blocks, "
+                  f"{r['blocks_undone']} undone ({r['blocks_resized']} outgrew the sections), "
+                  f"{r['list_builds']} list builds; sections of {r['section_widths']} slots "
+                  f"(after {args.warmup} warm-up steps), list capacity {r['neighbor_capacity']}")
     for r in md_rows:
         if "missing" in r:
             print(f"peer {r['engine']}: not run — {r['missing']}")

@@ -48,6 +48,7 @@ class StepBlocks:
         self._key = None
         self.replays = 0
         self.undone = 0
+        self.resized = 0  # of the undone blocks, those that outgrew the potential's sizes
         self._moved: float | None = None  # largest displacement since the build, block end
         self._moved_at = None  # (positions' version, list builds) when _moved was read
         self._moved_before = 0.0  # the same at the end of the block before
@@ -74,8 +75,9 @@ class StepBlocks:
             self._energy = torch.zeros(state.n_systems, dtype=torch.float64,
                                        device=state.device)
             self._overrun = torch.zeros((), dtype=torch.int32, device=state.device)
-            # [stale or overflowed (0/1), largest squared displacement since the build]
-            self._status = torch.zeros(2, dtype=torch.float64, device=state.device)
+            # [list stale or overflowed (0/1), potential's sizes too small (0/1),
+            #  largest squared displacement since the build]
+            self._status = torch.zeros(3, dtype=torch.float64, device=state.device)
             self._backup = [torch.empty_like(t) for t in self._live(state)]
             self._moved = self._moved_at = self._sizes = None
 
@@ -105,11 +107,12 @@ class StepBlocks:
         nl = self.forces.neighbors
         if nl is not None:
             disp2 = nl.largest_displacement2(state)
-            redo = self._overrun.bool() | nl.overflow
+            stale = self._overrun.bool() | nl.overflow
             too_small = self.forces.potential.sizes_overflowed()
-            if too_small is not None:
-                redo = redo | too_small
-            torch.stack([redo.to(disp2.dtype), disp2], out=self._status)
+            if too_small is None:
+                too_small = torch.zeros_like(stale)
+            torch.stack([stale.to(disp2.dtype), too_small.to(disp2.dtype), disp2],
+                        out=self._status)
 
     def _capture(self, state) -> None:
         self._body(state)  # warm-up outside the graph; undone right away
@@ -156,10 +159,12 @@ class StepBlocks:
         nl.n_builds += 1
 
     # --------------------------------------------------------------------- run
-    def _replay(self, state, result: PotentialResult, resize: bool = False) -> bool:
-        """Run the block from ``result``; True when it ran on a stale or overflowed list or
-        outgrew the potential's sizes (the host reads the block's status: the one host sync).
-        ``resize``: ask the potential for its sizes again (after such a block)."""
+    def _replay(self, state, result: PotentialResult, resize: bool = False
+                ) -> tuple[bool, bool]:
+        """Run the block from ``result``; returns whether it ran on a stale or overflowed list
+        and whether it outgrew the potential's sizes (the host reads the block's status: the
+        one host sync). ``resize``: ask the potential for its sizes again (after such a
+        block)."""
         self._prepare(state)  # the list may have grown since the last block
         if self._sizes is None or resize:
             self._fix_sizes(state)
@@ -174,26 +179,29 @@ class StepBlocks:
         self.replays += 1
         nl = self.forces.neighbors
         if nl is None:
-            return False
-        stale, moved2 = self._status.tolist()  # host sync
+            return False, False
+        stale, too_small, moved2 = self._status.tolist()  # host sync
         self._moved, self._moved_at = moved2 ** 0.5, (state.positions._version, nl.n_builds)
-        return bool(stale)
+        return bool(stale), bool(too_small)
 
     def run(self, state, result: PotentialResult) -> PotentialResult:
         """Advance ``self.steps`` steps from ``result`` (forces at the current positions).
 
-        A block that ran on a stale list is undone and run again on a list built at its
-        starting positions; if even that list goes stale within the block, the steps are
-        redone one by one with a check at every step."""
+        A block that ran on a stale list (or outgrew the potential's sizes) is undone and run
+        again on a list built at its starting positions (with larger sizes); if that goes
+        wrong too, the steps are redone one by one with a check at every step."""
         nl = self.forces.neighbors
         if nl is not None:
             self._prepare(state)
             self._update_list(state)  # a rebuild leaves the forces as they are
         rng_state = self.integrator.generator.get_state() if self.uses_rng else None
+        resize = False
         for fresh_list in (False, True):
-            if not self._replay(state, result, resize=fresh_list):
+            stale, resize = self._replay(state, result, resize)
+            if not (stale or resize):
                 return PotentialResult(self._energy.clone(), self._forces.clone())
             self.undone += 1
+            self.resized += resize
             self._restore(state)
             if rng_state is not None:
                 self.integrator.generator.set_state(rng_state)

@@ -170,13 +170,16 @@ class DeepPotSE(Potential):
     def fix_sizes(self, state, neighbors) -> tuple:
         """Section widths for evaluations inside ``fixed_shapes()`` (no host sync, as in a
         CUDA graph): for each neighbour type the most of its slots within r_cut that one atom
-        has now or had since the last call, plus 1/16 (at least 2), rounded up to even; never
-        narrower than before on the same atoms. Also each type's atoms (fixed during MD)."""
+        has now (or had since the last call), plus 1/16 (at least 2), rounded up to even. On
+        the same atoms the widths stay unless an evaluation outgrew them, and never shrink.
+        Also each type's atoms (fixed during MD)."""
+        key = SectionSizes.key_of(state)
+        before = self._fixed if self._fixed is not None and self._fixed.key == key else None
+        if before is not None and not bool(before.overflowed()):
+            return tuple(before.widths)
         with torch.no_grad():
             _, _, inside, ti, tj = self.environment(state, neighbors)
             most = slots_by_type(inside, tj, len(self.embedding_nets))[2].amax(0)
-        key = SectionSizes.key_of(state)
-        before = self._fixed if self._fixed is not None and self._fixed.key == key else None
         if before is not None:
             most = torch.maximum(most, before.seen)
         widths = [section_width(w) for w in most.tolist()]
