@@ -97,7 +97,7 @@ def test_peer_kob_andersen_pair_function_matches_ours():
 def test_bench_model_rows_and_json(tmp_path, capsys, block_steps):
     out = tmp_path / "model.json"
     assert main(["bench", "model", "--atoms", "108", "--r-cut", "3.6", "--skin", "0.4",
-                 "--steps", "4", "--warmup", "4", "--block-steps", str(block_steps),
+                 "--steps", "4", "--block-steps", str(block_steps),
                  "--train-steps", "1", "--device", "cpu", "--precisions", "float64,mixed",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())

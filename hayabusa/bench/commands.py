@@ -85,12 +85,10 @@ def run_bench(args) -> int:
 
         args.sizes = _sizes(args.atoms or "10976")
         args.with_deepmd = "deepmd" in _peers(args.peers, ["deepmd"])
-        if args.warmup is None:
-            args.warmup = 200
         report = {"problem": "model", "environment": env,
-                  "settings": {"steps": args.steps, "warmup": args.warmup,
-                               "block_steps": args.block_steps, "precisions": args.precisions,
-                               "sel": args.sel},
+                  "settings": {"steps": args.steps, "warmup": "the timed steps, run once before "
+                               "from the same state", "block_steps": args.block_steps,
+                               "precisions": args.precisions, "sel": args.sel},
                   **run_model_bench(args, device, env)}
         if args.json:
             _write_json(args.json, report)
@@ -155,9 +153,9 @@ def add_parser(sub) -> None:
                        help="precision of the pair terms (positions and sums stay float64)")
     bench.add_argument("--steps", type=int, default=200, help="timed steps")
     bench.add_argument("--warmup", type=int, default=None,
-                       help="untimed steps first (default 50; kalj 1000: the replicas start "
-                            "on a lattice and need ~700 steps to cool to T = 0.64; model 200: "
-                            "DeepPot-SE's fixed sections settle to the widths MD needs)")
+                       help="lj, kalj: untimed steps first (default 50; kalj 1000: the "
+                            "replicas start on a lattice and need ~700 steps to cool to T = "
+                            "0.64). model: the timed steps run once untimed first")
     bench.add_argument("--block-steps", type=int, default=20,
                        help="steps per host-sync-free block (a CUDA graph on a GPU)")
     bench.add_argument("--peers", metavar="NAMES",
