@@ -130,8 +130,8 @@ def test_embedding_paths_agree_in_value_and_gradient(model):
     assert bool((~inside).any()) and len(set(tj[inside].tolist())) == len(model.species)
     weight = None
     results = []
-    full_width = SectionSizes(SectionSizes.key_of(state), [s.shape[1]] * len(model.species),
-                              [])
+    full_width = SectionSizes(SectionSizes.key_of(state), state.atomic_numbers,
+                              [s.shape[1]] * len(model.species), [])
     for training in (True, False):
         model.train(training)
         for sizes in (None, full_width):

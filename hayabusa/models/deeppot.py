@@ -174,8 +174,11 @@ class DeepPotSE(Potential):
         the same atoms the widths stay unless an evaluation outgrew them, and never shrink.
         Also each type's atoms (fixed during MD)."""
         key = SectionSizes.key_of(state)
-        before = self._fixed if self._fixed is not None and self._fixed.key == key else None
-        if before is not None and not bool(before.overflowed()):
+        before = self._fixed
+        if before is None or before.key != key or \
+                not torch.equal(before.numbers, state.atomic_numbers):  # other atoms
+            before = None
+        elif not bool(before.overflowed()):
             return tuple(before.widths)
         with torch.no_grad():
             _, _, inside, ti, tj = self.environment(state, neighbors)
@@ -186,7 +189,7 @@ class DeepPotSE(Potential):
         if before is not None:
             widths = [max(a, b) for a, b in zip(widths, before.widths, strict=True)]
         atoms = [(ti == t).nonzero().squeeze(1) for t in range(len(widths))]
-        self._fixed = SectionSizes(key, widths, atoms)
+        self._fixed = SectionSizes(key, state.atomic_numbers.clone(), widths, atoms)
         return tuple(widths)
 
     def fixed_sizes(self, state) -> SectionSizes:
@@ -314,12 +317,15 @@ def section_width(most: int) -> int:
 
 class SectionSizes:
     """DeepPot-SE's per-type section widths for evaluations without host sync
-    (``DeepPotSE.fix_sizes``): ``widths`` [T] ints, ``atoms`` per type its atom indices,
-    ``seen`` [T] int32 on the device, the most slots of each type within r_cut that one atom
-    had in an evaluation since."""
+    (``DeepPotSE.fix_sizes``) on the atoms ``numbers`` [N]: ``widths`` [T] ints, ``atoms``
+    per type its atom indices, ``seen`` [T] int32 on the device, the most slots of each type
+    within r_cut that one atom had in an evaluation since. ``key`` (``key_of``) identifies
+    the state's atoms without a host sync."""
 
-    def __init__(self, key: tuple, widths: list[int], atoms: list[torch.Tensor]):
+    def __init__(self, key: tuple, numbers: torch.Tensor, widths: list[int],
+                 atoms: list[torch.Tensor]):
         self.key = key
+        self.numbers = numbers
         self.widths = list(widths)
         self.atoms = atoms
         device = atoms[0].device if atoms else None
@@ -328,7 +334,8 @@ class SectionSizes:
 
     @staticmethod
     def key_of(state) -> tuple:
-        return (state.atomic_numbers.data_ptr(), state.n_atoms, str(state.device))
+        numbers = state.atomic_numbers
+        return (numbers.data_ptr(), numbers._version, state.n_atoms, str(state.device))
 
     def record(self, counts: torch.Tensor) -> None:
         """Fold the per-type counts [N, T] of one evaluation into ``seen`` (on the device)."""
