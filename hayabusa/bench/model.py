@@ -72,8 +72,8 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
     The ``steps`` timed steps run once untimed first, from the same state: that warm-up
     captures the graphs and sizes the per-type sections for this trajectory. The random
     model does not hold the lattice together, so atoms gather more neighbours within r_cut
-    as the run goes on; each time one outgrows the sections a block is undone and its graph
-    captured again (~0.3 s), a cost the warm-up pays once."""
+    as the run goes on; each time one outgrows the sections a block is undone, its graph
+    captured again and the block rerun, a cost the warm-up pays once."""
     from ..md import Simulation, VelocityVerlet, maxwell_boltzmann
 
     torch.manual_seed(0)
