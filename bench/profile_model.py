@@ -2,12 +2,12 @@
 
     python3 bench/profile_model.py [--atoms 10976] [--precisions float64,mixed] [--kernels]
 
-Times (CUDA events, mean of 10 calls after one): the environment matrix alone, the atom
-energies (forward), and energy + forces (forward + backward) of the ``hayabusa bench model``
-network on rattled fcc Cu, eager and replayed as one CUDA graph (fixed sections, as in MD
-blocks); ``--kernels`` lists the GPU kernels of 3 force calls;
-``--tile-shapes`` times the tangent embedding kernel in several tile shapes (with their
-registers and spills) on 80 slots per atom.
+Times (mean of 10 calls after one; CUDA events for the eager calls, wall time between syncs
+for the graph replays): the environment matrix alone, the atom energies (forward), and
+energy + forces (forward + backward) of the ``hayabusa bench model`` network on rattled fcc
+Cu, eager and replayed as one CUDA graph (fixed sections, as in MD blocks); ``--kernels``
+lists the GPU kernels of 3 force calls; ``--tile-shapes`` times the tangent embedding kernel
+in several tile shapes (with their registers and spills) on 80 slots per atom.
 """
 
 from __future__ import annotations
