@@ -47,6 +47,7 @@ Any invalid file raises ``InputError`` with one line ``FILE: key.path: what is w
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Annotated, Any, ClassVar, Literal
@@ -457,19 +458,46 @@ def load_config(path: str | os.PathLike) -> Config:
     return config
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-3``, ``5e+3`` and ``1.0e6`` as floats (YAML
+    1.2; YAML 1.1 wants a dot and a signed exponent and PyYAML reads them as strings)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
 def read_yaml(path) -> Any:
-    """The YAML document in ``path``; a missing, unreadable or malformed file is an InputError
-    naming it (and the line of a YAML error)."""
+    """The YAML document in ``path`` (read by ``YamlLoader``); a missing, unreadable or
+    malformed file, or a non-finite number (.inf, .nan) anywhere in it, is an InputError
+    naming the file (and the line of a YAML error or the key of the number)."""
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=YamlLoader)
     except FileNotFoundError:
         raise InputError(f"{source}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{source}: cannot read config: {exc}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: invalid YAML: {_yaml_message(exc)}") from None
+    _check_finite(data, source)
+    return data
+
+
+def _check_finite(data: Any, source: str, key: str = "") -> None:
+    """InputError ``SOURCE: key.path: must be a finite number`` for the first inf or NaN."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise InputError(f"{source}: {key or '(top level)'}: must be a finite number, "
+                         f"got {data}")
+    if isinstance(data, dict):
+        for name, value in data.items():
+            _check_finite(value, source, f"{key}.{name}" if key else str(name))
+    elif isinstance(data, list):
+        for k, value in enumerate(data):
+            _check_finite(value, source, f"{key}[{k}]")
 
 
 def require_mapping(data: Any, source: str) -> dict:
