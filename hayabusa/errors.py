@@ -15,3 +15,10 @@ class SimulationError(HayabusaError, RuntimeError):
 
 class ModelError(HayabusaError):
     """A model file is corrupt or incompatible."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), for the
+    one-line errors of files a library could not read."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files import check_text_ends
 
 
 @dataclass
@@ -60,6 +61,7 @@ def read_trajectory(path, frame_interval_fs: float | None = None,
         return Trajectory(d["positions"], d["time"] / 1000.0, d["cell"], symbols)
     import ase.io
 
+    check_text_ends(path)
     try:
         frames = ase.io.read(path, index=":")
     except Exception as exc:  # ASE raises many types for unreadable files

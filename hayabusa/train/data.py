@@ -18,6 +18,7 @@ import numpy as np
 
 from ..builders import read_images
 from ..errors import InputError
+from ..files import check_text_ends
 
 
 @dataclass
@@ -67,6 +68,7 @@ def load_frames(paths: str | Path | Sequence[str | Path], index: str = ":",
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     frames = []
     for path in paths:
+        check_text_ends(path)
         for k, atoms in enumerate(read_images(path, index)):
             where = f"{path}, frame {k}"
             if not np.isfinite(atoms.positions).all():

@@ -36,8 +36,8 @@ import numpy as np
 from ase.calculators.calculator import all_properties
 
 from ..builders import read_images
-from ..errors import InputError
-from ..files import write_atomic
+from ..errors import InputError, first_line
+from ..files import check_text_ends, write_atomic
 
 #: built-in reference specs and the --reference-args keys each accepts
 BUILTIN_ARGS = {"emt": ("asap_cutoff",), "sevennet": ("model", "modal"), "chgnet": ("model",)}
@@ -163,7 +163,7 @@ def _factory(spec: str, args: dict) -> Reference:
     try:
         calc = factory(**args)
     except Exception as exc:  # any error of user code means "cannot build this reference"
-        raise InputError(f"--reference {call} failed: {_first_line(exc)}") from None
+        raise InputError(f"--reference {call} failed: {first_line(exc)}") from None
     if not callable(getattr(calc, "get_potential_energy", None)):
         raise InputError(f"--reference {spec}: returned {type(calc).__name__}, "
                          f"not an ASE calculator")
@@ -217,7 +217,7 @@ def _label_one(atoms: ase.Atoms, reference: Reference, where: str) -> ase.Atoms:
         forces = np.array(work.get_forces(), dtype=float)
         stress = np.array(work.get_stress(voigt=False), dtype=float) if periodic else None
     except Exception as exc:  # calculators raise many kinds; all mean "cannot label this"
-        raise InputError(f"{where}: {reference.name} cannot label it: {_first_line(exc)}") \
+        raise InputError(f"{where}: {reference.name} cannot label it: {first_line(exc)}") \
             from None
     finally:
         work.calc = None
@@ -274,11 +274,6 @@ def _sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def label_file(input_path, output_path, reference: Reference, overwrite: bool = False,
                progress: bool = False) -> str:
     """Label every frame of ``input_path`` (any ASE-readable file) and write ``output_path``
@@ -288,6 +283,7 @@ def label_file(input_path, output_path, reference: Reference, overwrite: bool = 
         raise InputError(f"{out}: output must be extxyz (.xyz or .extxyz)")
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
+    check_text_ends(input_path)
     images = read_images(input_path, ":", "input file")
     start = time.perf_counter()
     labelled = label(images, reference, str(input_path), progress)
