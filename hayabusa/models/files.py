@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
-from ..files import write_atomic
+from .. import __version__
+from ..errors import InputError, ModelError, first_line
+from ..files import load_torch, write_atomic
 
 FORMAT = "hayabusa-model-1"
 
@@ -51,24 +52,32 @@ def save_model(model, path, metadata: dict | None = None) -> Path:
 
 
 def load_model(path, device="cpu"):
-    """The Potential stored in ``path`` (on ``device``, in eval mode)."""
+    """The Potential stored in ``path`` (on ``device``, in eval mode). A missing, damaged or
+    incompatible file is a ModelError naming it."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"{path}: model file not found") from None
-    except Exception as exc:
-        raise ModelError(f"{path}: not a readable model file ({type(exc).__name__})") from None
+    payload = load_torch(path, "model file", ModelError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not a hayabusa model file (expected format {FORMAT})")
     cls = _classes().get(payload.get("class"))
     if cls is None:
         raise ModelError(f"{path}: unknown model class {payload.get('class')!r} (written by "
                          f"hayabusa {payload.get('version')})")
+    missing = [k for k in ("config", "weights", "checksum") if k not in payload]
+    if missing:
+        raise ModelError(f"{path}: incomplete model file (no {', '.join(missing)})")
     metadata = payload.get("metadata") or {}
-    if _checksum(payload["config"], payload["weights"], metadata) != payload["checksum"]:
+    try:
+        intact = _checksum(payload["config"], payload["weights"], metadata) == payload["checksum"]
+    except (TypeError, AttributeError, ValueError):  # config, weights or metadata malformed
+        intact = False
+    if not intact:
         raise ModelError(f"{path}: checksum mismatch — the file is corrupt")
-    model = cls(**payload["config"])
+    try:
+        model = cls(**payload["config"])
+    except (TypeError, InputError) as exc:  # a config of another hayabusa version
+        raise ModelError(f"{path}: the stored architecture does not fit hayabusa "
+                         f"{__version__} ({first_line(exc)}; written by hayabusa "
+                         f"{payload.get('version')})") from None
     try:
         model.load_state_dict(payload["weights"])
     except RuntimeError as exc:

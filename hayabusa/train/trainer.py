@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..files import write_atomic
+from ..files import load_torch, write_atomic
 from ..neighbors import NeighborList
 from ..neighbors.pairs import Pairs
 from ..state import State
@@ -425,13 +425,7 @@ class Trainer:
         write_atomic(path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path) -> None:
-        try:
-            d = torch.load(path, map_location=self.device, weights_only=True)
-        except FileNotFoundError:
-            raise InputError(f"{path}: checkpoint not found") from None
-        except Exception as exc:
-            raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") \
-                from None
+        d = load_torch(path, "checkpoint", map_location=self.device)
         if not isinstance(d, dict):
             raise InputError(f"{path}: not a hayabusa training checkpoint")
         self.load_state_dict(d, str(path))
