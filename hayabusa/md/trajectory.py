@@ -25,7 +25,7 @@ import ase.io.extxyz
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .reporters import Reporter
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,17 @@ class H5MDWriter(_TrajectoryWriter):
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._opened_before or (self.append and self.path.exists()):
-            self._h5 = h5py.File(self.path, "r+")
-            self._check_layout(sim)
+            try:
+                self._h5 = h5py.File(self.path, "r+")
+                self._check_layout(sim)
+            except InputError:
+                raise
+            except Exception as exc:  # h5py: OSError, KeyError, RuntimeError… for a damaged file
+                if self._h5 is not None:
+                    self._h5.close()
+                    self._h5 = None
+                raise InputError(f"{self.path}: cannot append, the file is truncated or damaged "
+                                 f"({first_line(exc)})") from None
         else:
             self._h5 = h5py.File(self.path, "w" if self.overwrite else "w-")
             self._create_layout(sim)
@@ -272,25 +281,31 @@ class H5MDWriter(_TrajectoryWriter):
         pe = _numpy(sim.result.energy)
         ke = _numpy(sim.kinetic_energy())
         energies = {"potential_energy": pe, "kinetic_energy": ke, "total_energy": pe + ke}
-        for s in range(state.n_systems):
-            last = self._last_step[s]
-            if last is not None and step <= last:
-                log.info("%s: system %d step %d already stored (last %d); frame dropped",
-                         self.path, s, step, last)
-                continue
-            sl = slice(bounds[s], bounds[s + 1])
-            part = self._h5[f"particles/system_{s}"]
-            obs = self._h5[f"observables/system_{s}"]
-            t = part["position/step"].shape[0]
-            for name in _VECTORS:
-                _put(part[f"{name}/value"], t, per_atom[name][sl])
-            _put(part["box/edges/value"], t, cell[s])
-            for name in _ENERGIES:
-                _put(obs[f"{name}/value"], t, energies[name][s])
-            _put(part["position/time"], t, time)
-            _put(part["position/step"], t, step)  # last: marks the frame complete
-            self._last_step[s] = step
-        self._h5.flush()
+        try:
+            for s in range(state.n_systems):
+                last = self._last_step[s]
+                if last is not None and step <= last:
+                    log.info("%s: system %d step %d already stored (last %d); frame dropped",
+                             self.path, s, step, last)
+                    continue
+                sl = slice(bounds[s], bounds[s + 1])
+                part = self._h5[f"particles/system_{s}"]
+                obs = self._h5[f"observables/system_{s}"]
+                t = part["position/step"].shape[0]
+                for name in _VECTORS:
+                    _put(part[f"{name}/value"], t, per_atom[name][sl])
+                _put(part["box/edges/value"], t, cell[s])
+                for name in _ENERGIES:
+                    _put(obs[f"{name}/value"], t, energies[name][s])
+                _put(part["position/time"], t, time)
+                _put(part["position/step"], t, step)  # last: marks the frame complete
+                self._last_step[s] = step
+            self._h5.flush()
+        except Exception as exc:  # h5py fails on writing into a damaged file
+            self._h5.close()
+            self._h5 = None
+            raise InputError(f"{self.path}: cannot append the frame of step {step} "
+                             f"({first_line(exc)})") from None
 
     def finish(self, sim) -> None:
         if self._h5 is not None:
@@ -447,33 +462,44 @@ def read_h5md(path) -> dict[int, dict]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            if "particles" not in f:
+                raise InputError(f"{path} is not an H5MD file (no /particles group)")
+            return _read_systems(f)
+    except InputError:
+        raise
+    except Exception as exc:  # h5py: OSError, KeyError, RuntimeError… for a damaged file
+        raise InputError(f"{path}: cannot read, the H5MD file is truncated or damaged "
+                         f"({first_line(exc)})") from None
+
+
+def _read_systems(f) -> dict[int, dict]:
+    """``read_h5md``'s dictionary from the open file ``f``."""
     out: dict[int, dict] = {}
-    with h5py.File(path, "r") as f:
-        if "particles" not in f:
-            raise InputError(f"{path} is not an H5MD file (no /particles group)")
-        units = f["parameters"].attrs.get("unit_system", "") if "parameters" in f else ""
-        names = sorted((k for k in f["particles"] if k.startswith("system_")),
-                       key=lambda k: int(k.split("_")[1]))
-        for name in names:
-            s = int(name.split("_")[1])
-            part = f[f"particles/{name}"]
-            obs = f[f"observables/{name}"]
-            t = part["position/step"].shape[0]
-            boundary = [b.decode() if isinstance(b, bytes) else str(b)
-                        for b in part["box"].attrs["boundary"]]
-            data = {
-                "step": part["position/step"][:t].astype(np.int64),
-                "time": part["position/time"][:t],
-                "positions": part["position/value"][:t],
-                "velocities": part["velocity/value"][:t],
-                "forces": part["force/value"][:t],
-                "cell": part["box/edges/value"][:t],
-                "pbc": np.array([b == "periodic" for b in boundary]),
-                "atomic_numbers": part["species"][()].astype(np.int64),
-                "masses": part["mass"][()],
-                "units": units,
-            }
-            for key in _ENERGIES:
-                data[key] = obs[f"{key}/value"][:t]
-            out[s] = data
+    units = f["parameters"].attrs.get("unit_system", "") if "parameters" in f else ""
+    names = sorted((k for k in f["particles"] if k.startswith("system_")),
+                   key=lambda k: int(k.split("_")[1]))
+    for name in names:
+        s = int(name.split("_")[1])
+        part = f[f"particles/{name}"]
+        obs = f[f"observables/{name}"]
+        t = part["position/step"].shape[0]
+        boundary = [b.decode() if isinstance(b, bytes) else str(b)
+                    for b in part["box"].attrs["boundary"]]
+        data = {
+            "step": part["position/step"][:t].astype(np.int64),
+            "time": part["position/time"][:t],
+            "positions": part["position/value"][:t],
+            "velocities": part["velocity/value"][:t],
+            "forces": part["force/value"][:t],
+            "cell": part["box/edges/value"][:t],
+            "pbc": np.array([b == "periodic" for b in boundary]),
+            "atomic_numbers": part["species"][()].astype(np.int64),
+            "masses": part["mass"][()],
+            "units": units,
+        }
+        for key in _ENERGIES:
+            data[key] = obs[f"{key}/value"][:t]
+        out[s] = data
     return out
