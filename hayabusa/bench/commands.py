@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
@@ -41,6 +42,30 @@ PEER_COLUMNS = [
 PEERS = {"torchsim": torchsim_md}
 
 
+#: the smallest value each integer option takes
+LEAST = {"steps": 1, "warmup": 0, "block_steps": 0, "replicas": 1, "atoms_per_replica": 2,
+         "peer_steps": 1, "peer_warmup": 0, "sel": 1, "train_steps": 1}
+PRECISIONS = ("float64", "float32", "mixed")
+
+
+def _check_options(args) -> None:
+    """InputError naming the first option out of range (counts, lengths, precisions)."""
+    if args.atoms is not None:
+        _sizes(args.atoms)
+    for name, least in LEAST.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise InputError(f"--{name.replace('_', '-')}: must be >= {least}, got {value}")
+    if not (math.isfinite(args.r_cut) and args.r_cut > 0):
+        raise InputError(f"--r-cut: must be a finite number > 0, got {args.r_cut}")
+    if not (math.isfinite(args.skin) and args.skin >= 0):
+        raise InputError(f"--skin: must be a finite number >= 0, got {args.skin}")
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions or any(p not in PRECISIONS for p in precisions):
+        raise InputError(f"--precisions: expected some of {', '.join(PRECISIONS)}, got "
+                         f"{args.precisions!r}")
+
+
 def _peers(text: str | None, known) -> list[str]:
     names = [x.strip().lower() for x in (text or "").split(",") if x.strip()]
     unknown = [x for x in names if x not in known]
@@ -73,6 +98,7 @@ def _write_json(path, report: dict) -> None:
 
 
 def run_bench(args) -> int:
+    _check_options(args)
     try:
         device = resolve_device(check_device(args.device))
     except ValueError as exc:
