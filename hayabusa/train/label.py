@@ -8,7 +8,8 @@ References (``--reference SPEC``):
 - ``sevennet``: SevenNet-0 (``7net-0``) or another checkpoint bundled in the ``sevenn`` wheel;
 - ``chgnet``: CHGNet 0.3.0 (or ``0.2.0``, ``r2scan``) bundled in the ``chgnet`` wheel;
 - ``module:Name``: any class or function that returns an ASE calculator, called with
-  ``--reference-args`` as keyword arguments.
+  ``--reference-args`` as keyword arguments. This imports and runs user code with the user's
+  permissions: only for code one trusts.
 
 The foundation models are surrogates of DFT, not DFT: every labelled frame says so in
 ``info["label_reference"]``, with the package and checkpoint in ``info["label_version"]``.
@@ -326,7 +327,9 @@ def add_parser(sub) -> None:
     p.add_argument("output", metavar="OUT", help="labelled frames (.xyz/.extxyz)")
     p.add_argument("--reference", required=True, metavar="SPEC",
                    help="emt, sevennet (SevenNet-0), chgnet (CHGNet 0.3.0) or module:Name "
-                        "(class or function returning an ASE calculator)")
+                        "(class or function returning an ASE calculator). module:Name "
+                        "imports and runs that Python code with your permissions: use only "
+                        "code you trust")
     p.add_argument("--reference-args", default="{}", metavar="JSON",
                    help='keyword arguments as a JSON object, e.g. \'{"model": "7net-0"}\'')
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (sevennet, "
