@@ -49,16 +49,46 @@ def windowed_msd(positions) -> np.ndarray:
     return total / (f - lag)[:, None] / n
 
 
-def collective_msd(positions) -> np.ndarray:
-    """[F, 3] windowed MSD of the summed displacement, divided by N (Å²).
+def collective_msd(positions, charges=None) -> np.ndarray:
+    """[F, 3] windowed MSD of the charge displacement Σ_i z_i Δr_i, divided by N (Å² e²).
 
-    ⟨|Σ_i Δr_i(m)|²⟩ / N: the charge (centre-of-mass) MSD of N equal ions, whose slope gives the
-    collective diffusion coefficient D_σ (equal to the tracer D for uncorrelated ions).
+    ⟨|Σ_i z_i Δr_i(m)|²⟩ / N over the N atoms of ``positions`` [F, N, 3]; ``charges`` [N] or a
+    scalar z (e; None: 1). For N ions of one charge z whose motions are uncorrelated it equals
+    z² times the tracer MSD; its slope gives the charge diffusion coefficient D_σ and the
+    ionic conductivity (``diffusion.charge_diffusion``, ``diffusion.nernst_einstein``).
     """
     x = _check_positions(positions)
-    if x.shape[1] == 0:
+    n = x.shape[1]
+    if n == 0:
         raise InputError("positions: no atoms selected for the collective MSD")
-    return windowed_msd(x.sum(axis=1, keepdims=True)) / x.shape[1]
+    z = np.ones(n) if charges is None else np.broadcast_to(np.asarray(charges, float), (n,))
+    if not np.isfinite(z).all():
+        raise InputError("charges: expected finite numbers (e), one per atom")
+    return windowed_msd(np.einsum("fni,n->fi", x, z)[:, None, :]) / n
+
+
+def local_slope(msd) -> np.ndarray:
+    """[L] local log–log slope d ln MSD / d ln t of ``msd`` [L] at equally spaced lags 0..L−1:
+    the least-squares slope of ln MSD against ln t over the lags k/√2 … √2·k (at least two).
+    2 is ballistic, 1 diffusive, ≪ 1 caged; NaN at lag 0 and wherever a lag used has MSD ≤ 0."""
+    m = np.asarray(msd, dtype=np.float64)
+    out = np.full(m.size, np.nan)
+    if m.size < 3:
+        return out
+    k = np.arange(1, m.size)
+    x = np.log(k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(m[1:])
+    bad = ~np.isfinite(y)
+    y = np.where(bad, 0.0, y)
+    # prefix sums over lags 1..k of: 1, x, y, x², xy, bad
+    sums = [np.concatenate([[0.0], np.cumsum(v)])
+            for v in (np.ones_like(x), x, y, x * x, x * y, bad)]
+    hi = np.minimum(np.ceil(k * np.sqrt(2)).astype(int), m.size - 1)
+    lo = np.minimum(np.maximum(np.floor(k / np.sqrt(2)).astype(int), 1), hi - 1)
+    n, sx, sy, sxx, sxy, n_bad = (c[hi] - c[lo - 1] for c in sums)
+    out[1:] = np.where(n_bad > 0, np.nan, (n * sxy - sx * sy) / (n * sxx - sx * sx))
+    return out
 
 
 def remove_drift(positions, reference) -> np.ndarray:

@@ -141,3 +141,24 @@ def garnet_li_sites(symbols, positions, cell, tolerance_A: float = 1.0) -> Sites
             return Sites(np.concatenate([tet, octa]),
                          np.array(["24d"] * len(tet) + ["96h"] * len(octa)), cell)
     return None
+
+
+def li_hop_length(symbols, positions, cell) -> tuple[float, str]:
+    """(hop length in Å, where it comes from) for the Li of one frame (``positions`` [N, 3],
+    periodic ``cell`` [3, 3]): the shortest distance between two distinct Li sites of a
+    garnet cell (``garnet_li_sites``; 24d to 96h cage, 2.0 Å at a = 12.97 Å), else the median
+    over the Li of the distance to the nearest other Li (minimum image)."""
+    symbols = np.asarray(symbols)
+    sites = garnet_li_sites(symbols, positions, cell)
+    if sites is not None:
+        sd = min(r.min() for *_, r in pair_distances(sites.positions[None], sites.cell, 4.0))
+        return float(sd), "garnet Li sites (shortest distance between two sites)"
+    li = np.asarray(positions, dtype=np.float64)[symbols == "Li"]
+    if len(li) < 2:
+        raise InputError(f"hop length: needs 2 or more Li atoms to estimate, got {len(li)}")
+    nearest = np.full(len(li), np.inf)
+    for _, i, _, r in pair_distances(li[None], cell, 6.0):
+        np.minimum.at(nearest, i, r)
+    if not np.isfinite(nearest).all():
+        raise InputError("hop length: some Li has no other Li within 6 Å; pass the hop length")
+    return float(np.median(nearest)), "median nearest Li–Li distance in the first frame"
