@@ -1,5 +1,6 @@
 """hayabusa.viz: offline 3D HTML view (figure contents), PNG plots (plotted numbers, valid
-images) and the study report (tables, thermo summary, missing pieces, errors, CLI)."""
+images) and the study report (tables from analysis.json, thermo summary and flags, runs that
+give no results, literature values from their data file, missing pieces, errors, CLI)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import html.parser
 import io
 import json
 import re
+from pathlib import Path
 
 import ase.data.colors
 import ase.io
 import numpy as np
 import plotly.offline
 import pytest
-import scipy.constants as sc
 from ase.build import bulk
 from ase.units import kB
 from PIL import Image
@@ -26,7 +27,7 @@ from hayabusa.md.trajectory import H5MDWriter
 from hayabusa.potentials import LennardJones
 from hayabusa.state import State
 from hayabusa.viz import li_paths_view, plot_arrhenius, plot_msd, plot_segregation, write_report
-from hayabusa.viz.report import load_analysis, read_thermo_log, thermo_summary
+from hayabusa.viz.report import load_analysis, load_literature, read_thermo_log
 from hayabusa.viz.view3d import MAX_GRID, density_isosurface, subsample_paths, view_figure
 
 RNG = np.random.default_rng(7)
@@ -171,13 +172,23 @@ def test_view_rejects_bad_input(kwargs, match, tmp_path):
 
 
 # -------------------------------------------------------------------------------- plots
-def test_msd_plot_draws_the_data_and_6Dt(tmp_path):
+def test_msd_plot_draws_the_data_the_fit_over_its_window_and_the_threshold(tmp_path):
     t = np.linspace(0, 10, 50)
     d = 2e-5  # cm²/s = 0.2 Å²/ps
-    fig = plot_msd(t, {"Li": 1.2 * t, "O": 0.01 * t}, tmp_path / "msd.png", d_cm2_s={"Li": d})
-    lines = fig.axes[0].lines
-    np.testing.assert_allclose(lines[0].get_ydata(), 1.2 * t)
-    np.testing.assert_allclose(lines[1].get_ydata(), 6 * 0.2 * t)  # 6 D t in Å²
+    fit = {"D_cm2_s": d, "intercept_A2": 0.5, "window_ps": (2.0, 8.0), "dim": 3,
+           "label": "Li fit"}
+    fig = plot_msd(t, {"Li": 1.2 * t + 0.5, "O": 0.01 * t}, tmp_path / "msd.png", fit=fit,
+                   threshold_A2=3.0)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    lines = {ln.get_label(): ln for ln in ax.lines}
+    np.testing.assert_allclose(lines["Li"].get_xdata(), t[1:])  # lags > 0 on log axes
+    np.testing.assert_allclose(lines["Li"].get_ydata(), 1.2 * t[1:] + 0.5)
+    line = lines["Li fit: D = 2e-05 cm²/s"]
+    x = line.get_xdata()
+    assert x.min() == pytest.approx(2.0) and x.max() == pytest.approx(8.0)
+    np.testing.assert_allclose(line.get_ydata(), 6 * 0.2 * x + 0.5)  # 6 D t + c in Å²
+    np.testing.assert_allclose(lines["3 Å² threshold"].get_ydata(), 3.0)
     assert_png_not_blank(tmp_path / "msd.png")
 
 
@@ -251,17 +262,47 @@ def md_run(run_dir, atoms, temperature, steps=30):
     return np.array(rec.rows)
 
 
-def run_entry(name, temperature, d, seg=None):
+NO_WINDOW = ("the MSD reaches 0.04 Å² at the longest usable lag 0.016 ps, below the 12 Å² a "
+             "diffusive fit needs")
+
+
+def run_entry(name, temperature, d, seg=None, status="result", flags=()):
+    """An analysis.json run entry; ``status`` "not diffusive" leaves D, σ and H null."""
+    none = status == "not diffusive"
+    reasons = [f"not diffusive: {NO_WINDOW}"] if none else []
+    reasons += [f"not equilibrated: {'; '.join(flags)}"] if flags else []
     return {"name": name, "system": name.split("-")[0], "temperature_K": temperature,
             "n_atoms": 32, "composition": {"Li": 12, "La": 4, "Zr": 4, "O": 12},
-            "duration_ps": 0.03, "n_frames": 16,
+            "duration_ps": 0.03, "n_frames": 16, "volume_A3": 1000.0,
+            "thermo": {"equilibrated": not flags, "flags": list(flags), "frames": 16,
+                       "first_step": 0, "last_step": 30, "temperature_source": "kinetic_energy",
+                       "n_dof": 93, "target_T_K": temperature,
+                       "mean_T_K": temperature - 1.234, "mean_T_err_K": 2.1,
+                       "sigma_T_canonical_K": 0.1466 * temperature, "T_drift_K": 3.3,
+                       "T_drift_err_K": 4.4, "mean_pe_eV_per_atom": -1.234567,
+                       "mean_pe_err_eV_per_atom": 1e-4, "pe_drift_eV_per_atom": 2e-4,
+                       "pe_drift_err_eV_per_atom": 1e-4, "conserved": "conserved_energy",
+                       "conserved_drift_meV_per_atom": 0.0456,
+                       "conserved_drift_meV_per_atom_per_ns": 1520.0, "z_max": 4.0},
             "msd": {"time_ps": [0.0, 0.01, 0.02], "Li": [0.0, 0.5, 1.1],
                     "O": [0.0, 0.01, 0.02]},
-            "diffusion": {"Li": {"D_cm2_s": d, "D_err_cm2_s": 0.1 * d}},
-            "charge_diffusion": {"D_cm2_s": 2 * d, "D_err_cm2_s": 0.5 * d},
-            "conductivity": {"sigma_S_cm": 0.0123, "sigma_err_S_cm": 0.0021,
-                             "sigma_tracer_S_cm": 0.00617},
-            "haven_ratio": 0.5, "rdf": {"r_A": [1.0], "Li-O": [0.0]},
+            "diffusion": {"Li": {"D_cm2_s": None if none else d,
+                                 "D_err_cm2_s": None if none else 0.1 * d,
+                                 "window_ps": None if none else [0.01, 0.02],
+                                 "reason": NO_WINDOW if none else None,
+                                 "loglog_slope": 1.02, "msd_threshold_A2": 0.4,
+                                 "hop_length_A": 0.365, "hop_length_source": "test",
+                                 "max_lag_ps": 0.02, "msd_at_max_lag_A2": 1.1,
+                                 "fit_intercept_A2": -0.1}},
+            "charge_diffusion": {"D_cm2_s": None if none else 2 * d,
+                                 "D_err_cm2_s": None if none else 0.5 * d},
+            "conductivity": {"sigma_S_cm": None if none else 0.0123,
+                             "sigma_err_S_cm": None if none else 0.0021,
+                             "sigma_tracer_S_cm": None if none else 0.00617,
+                             "sigma_tracer_err_S_cm": None if none else 0.0006},
+            "haven_ratio": None if none else 0.5, "haven_ratio_err": None if none else 0.13,
+            "transport": {"status": status, "reasons": reasons},
+            "rdf": {"r_A": [1.0], "Li-O": [0.0]},
             "jumps": None, "segregation": seg,
             "clusters": {"max_size": 2, "mean_size": 1.1, "criterion": "x"},
             "li_density_file": f"{name}/li_density.npz"}
@@ -271,7 +312,18 @@ SEGREGATION = {"normal_axis": 2, "gb_planes_A": [1.8, 5.4],
                "distance_A": [0.5, 1.5], "li_density_rel": [1.6, 1.0],
                "li_per_zr": [4.1, None], "gibbs_excess_per_A2": 0.0372,
                "gibbs_excess_err_per_A2": 0.0045}
-EA, EA_ERR, D0, D300 = 0.3123, 0.0251, 2.5e-3, 1.23e-8
+EA, EA_ERR, D0, D300, D300_ERR, SIGMA300 = 0.3123, 0.0251, 2.5e-3, 1.23e-8, 4.5e-9, 2.34e-4
+COV = [[EA_ERR**2, 0.4 * EA_ERR], [0.4 * EA_ERR, 0.3]]
+
+
+def arrhenius_entry(**changes):
+    entry = {"Ea_eV": EA, "Ea_err_eV": EA_ERR, "D0_cm2_s": D0, "cov_Ea_lnD0": COV,
+             "weighted": True, "temperatures_K": [400.0, 600.0], "T_range_K": [400.0, 600.0],
+             "D_cm2_s": [3.21e-7, 4.56e-6], "D_err_cm2_s": [3.21e-8, 4.56e-7],
+             "runs": ["bulk-400K", "bulk-600K"], "excluded": {}, "reason": None,
+             "D_300K_cm2_s": D300, "D_300K_err_cm2_s": D300_ERR,
+             "sigma_300K_tracer_S_cm": SIGMA300, "sigma_300K_tracer_err_S_cm": 0.5 * SIGMA300}
+    return entry | changes
 
 
 @pytest.fixture(scope="module")
@@ -280,8 +332,8 @@ def study(tmp_path_factory):
     analysis.json with bulk at 400/600 K (bulk-400K has no run files)."""
     root = tmp_path_factory.mktemp("study")
     atoms = llzo_like()
-    recorded = {"bulk-600K": md_run(root / "bulk-600K", atoms, 600.0),
-                "gb-600K": md_run(root / "gb-600K", atoms, 600.0, steps=20)}
+    md_run(root / "bulk-600K", atoms, 600.0)
+    md_run(root / "gb-600K", atoms, 600.0, steps=20)
     g = (np.arange(12) + 0.5) / 12
     u, v, w = np.meshgrid(g, g, g, indexing="ij")
     dens = np.exp(-((u - 0.5) ** 2 + (v - 0.5) ** 2 + (w - 0.5) ** 2) / 0.02)
@@ -290,9 +342,13 @@ def study(tmp_path_factory):
                 "runs": [run_entry("bulk-400K", 400.0, 3.21e-7),
                          run_entry("bulk-600K", 600.0, 4.56e-6),
                          run_entry("gb-600K", 600.0, 1.52e-6, SEGREGATION)],
-                "arrhenius": {"bulk": {"Ea_eV": EA, "Ea_err_eV": EA_ERR, "D0_cm2_s": D0,
-                                       "temperatures_K": [400.0, 600.0],
-                                       "D_cm2_s": [3.21e-7, 4.56e-6], "D_300K_cm2_s": D300}}}
+                "arrhenius": {"bulk": arrhenius_entry(),
+                              "gb": arrhenius_entry(
+                                  Ea_eV=None, Ea_err_eV=None, D0_cm2_s=None, cov_Ea_lnD0=None,
+                                  temperatures_K=[600.0], T_range_K=None, D_cm2_s=[1.52e-6],
+                                  D_err_cm2_s=[1.52e-7], runs=["gb-600K"], D_300K_cm2_s=None,
+                                  reason="1 run(s) with a diffusive D from an equilibrated "
+                                         "run; the fit needs 2 or more temperatures")}}
     (root / "analysis.json").write_text(json.dumps(analysis))
     (root / "model_metrics.json").write_text(json.dumps(
         {"energy_meV_per_atom": {"mae": 1.234, "rmse": 2.345},
@@ -302,7 +358,7 @@ def study(tmp_path_factory):
     Image.new("RGB", (20, 10), (200, 30, 30)).save(buf, format="PNG")
     (root / "parity.png").write_bytes(buf.getvalue())
     report = write_report(root)
-    return root, report, recorded
+    return root, report
 
 
 class Tables(html.parser.HTMLParser):
@@ -342,26 +398,34 @@ def pm(cell: str) -> tuple[float, float | None]:
 
 
 def test_report_transport_table_holds_the_analysis_numbers(study):
-    root, report, _ = study
+    root, report = study
     text = report.read_text()
     t = tables(text)
     rows = {r[0]: r for r in t["transport"][1:]}
     assert list(rows) == ["bulk-400K", "bulk-600K", "gb-600K"]
     for name, d in [("bulk-400K", 3.21e-7), ("bulk-600K", 4.56e-6), ("gb-600K", 1.52e-6)]:
-        value, err = pm(rows[name][3])
+        row = rows[name]
+        assert row[3] == "result"
+        assert row[4] == "0.01–0.02 ps, slope 1, MSD ≥ 0.4 Å²"
+        value, err = pm(row[5])
         assert value == pytest.approx(d, rel=5e-3) and err == pytest.approx(0.1 * d, rel=5e-2)
-        assert pm(rows[name][4])[0] == pytest.approx(2 * d, rel=5e-3)
-        assert pm(rows[name][5]) == (pytest.approx(0.0123), pytest.approx(0.0021))
-        assert float(rows[name][6]) == pytest.approx(0.00617)
-        assert float(rows[name][7]) == 0.5
+        assert pm(row[6])[0] == pytest.approx(2 * d, rel=5e-3)
+        assert pm(row[7]) == (pytest.approx(0.0123), pytest.approx(0.0021))
+        assert pm(row[8]) == (pytest.approx(0.00617), pytest.approx(0.0006))
+        assert pm(row[9]) == (0.5, pytest.approx(0.13))
     (arr_row,) = t["arrhenius"][1:]
+    assert arr_row[0] == "bulk"
     assert pm(arr_row[1]) == (pytest.approx(EA, rel=5e-3), pytest.approx(EA_ERR, rel=5e-2))
     assert float(arr_row[2]) == pytest.approx(D0, rel=5e-3)
-    assert float(arr_row[4]) == pytest.approx(D300, rel=5e-3)
+    assert arr_row[3] == "400–600" and arr_row[4] == "bulk-400K, bulk-600K"
+    assert pm(arr_row[5]) == (pytest.approx(D300, rel=5e-3), pytest.approx(D300_ERR, rel=5e-2))
+    # the system without a fit says why instead of showing a number
+    assert "gb: 1 run(s) with a diffusive D from an equilibrated run; the fit needs 2 or more " \
+           "temperatures" in html.unescape(text)
 
 
 def test_report_compares_with_cited_literature_values(study):
-    root, report, _ = study
+    root, report = study
     t = tables(report.read_text())
     lit = {r[0]: r for r in t["literature"][1:]}
     assert lit["Li tracer D, 600 K"][1] == "1.24e-06 cm²/s" and "He et al." in \
@@ -372,36 +436,121 @@ def test_report_compares_with_cited_literature_values(study):
         lit["σ, room temperature"][3]
     assert "Yu & Siegel" in lit["GB vs bulk Li transport"][3]
     cmp = {r[0]: r for r in t["comparison"][1:]}
-    assert pm(cmp["Ea, bulk"][1])[0] == pytest.approx(EA, rel=5e-3)
-    d600 = float(cmp["D(600 K), bulk (from the fit)"][1])
+    assert pm(cmp["Ea, bulk (400–600 K)"][1]) == (pytest.approx(EA, rel=5e-3),
+                                                  pytest.approx(EA_ERR, rel=5e-2))
+    assert cmp["Ea, bulk (400–600 K)"][2] == "0.248 ± 0.012"
+    d600, d600_err = pm(cmp["D(600 K), bulk (interpolated from the fit)"][1])
     assert d600 == pytest.approx(D0 * np.exp(-EA / (kB * 600.0)), rel=5e-3)
-    assert float(cmp["D(300 K), bulk (extrapolated)"][1]) == pytest.approx(D300, rel=5e-3)
-    # Nernst–Einstein σ = n e² D / (kB T), here with SI constants (S/m → S/cm)
-    volume_m3 = ase.io.read(root / "bulk-600K" / "start.extxyz").get_volume() * 1e-30
-    sigma = 12 / volume_m3 * sc.e**2 * (D300 * 1e-4) / (sc.k * 300.0) / 100.0
+    a = -1 / (kB * 600.0)  # error of ln D(600 K) from the fit's covariance
+    var = COV[0][0] * a * a + 2 * COV[0][1] * a + COV[1][1]
+    assert d600_err == pytest.approx(d600 * np.sqrt(var), rel=5e-2)
+    assert cmp["D(600 K), bulk (interpolated from the fit)"][2] == "1.24e-06"
+    d300 = cmp["D(300 K), bulk (extrapolated from the fit)"]
+    assert pm(d300[1]) == (pytest.approx(D300, rel=5e-3), pytest.approx(D300_ERR, rel=5e-2))
+    assert d300[2] == "1.33e-08" and "Ahmad" in d300[3]
     key = next(k for k in cmp if k.startswith("σ(300 K), bulk"))
-    assert float(cmp[key][1]) == pytest.approx(sigma, rel=5e-3)
-    ratio = float(cmp["D bulk / D gb at 600 K (whole cell)"][1])
+    assert pm(cmp[key][1])[0] == pytest.approx(SIGMA300, rel=5e-3)
+    assert cmp[key][2] == "≤ 0.0004"
+    ratio, err = pm(cmp["D bulk / D gb at 600 K (whole cell)"][1])
     assert ratio == pytest.approx(4.56e-6 / 1.52e-6, rel=5e-3)
+    assert err == pytest.approx(ratio * np.hypot(0.1, 0.1), rel=5e-2)
+    assert not any(k.startswith("Ea, gb") for k in cmp)  # gb has no fit
 
 
-def test_report_thermo_summary_matches_the_simulation(study):
-    root, report, recorded = study
-    rows = {r[0]: r for r in tables(report.read_text())["t2"][1:]}  # thermo table
-    for name, rec in recorded.items():
-        row = rows[name]
-        assert row[1] == f"0–{int(rec[-1, 0])}" and int(row[2]) == len(rec)
-        assert float(row[4]) == pytest.approx(rec[:, 1].mean(), rel=1e-4)
-        assert float(row[5]) == pytest.approx(rec[:, 2].mean() / 32, rel=1e-5)
-        slope = np.polyfit(rec[:, 0], rec[:, 3], 1)[0]
-        drift = 1e3 * slope * rec[-1, 0] / 32
-        assert float(row[7]) == pytest.approx(drift, rel=2e-2, abs=1e-4)
-        assert float(row[8]) == pytest.approx(1e3 * slope * 1e6 / 32, rel=2e-2, abs=1e-1)
-    assert "No log.hayabusa for: bulk-400K." in report.read_text()
+def test_literature_values_live_in_one_shipped_data_file():
+    """Same values and sources as the report showed before; shipped as package data."""
+    import hayabusa
+    import hayabusa.viz.report as report
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    lit = load_literature()
+    assert [p.model_dump() for p in lit.arrhenius_points] == [
+        {"label": "He 2018 AIMD, 600 K", "temperature_K": 600.0, "D_cm2_s": 1.24e-6,
+         "source": "He et al., npj Comput. Mater. 2018 (AIMD, PBE)"},
+        {"label": "He 2018 AIMD, 1500 K", "temperature_K": 1500.0, "D_cm2_s": 1.83e-5,
+         "source": "He et al., npj Comput. Mater. 2018 (AIMD, PBE)"},
+        {"label": "Ahmad 2015 exp., 300 K", "temperature_K": 300.0, "D_cm2_s": 1.33e-8,
+         "source": "Ahmad, RSC Adv. 2015"}]
+    c = lit.comparison
+    assert (c.Ea_eV.value, c.Ea_eV.err) == (0.248, 0.012)
+    assert (c.D_600K_cm2_s.value, c.D_300K_cm2_s.value) == (1.24e-6, 1.33e-8)
+    assert c.sigma_RT_max_S_cm.value == 4e-4 and c.gb_slowdown.value == (2.0, 3.0)
+    assert len(lit.table) == 6 and all(row.source for row in lit.table)
+    source = Path(report.__file__).read_text()
+    assert "1.24e-6" not in source and "0.248" not in source  # no copies in the code
+    root = Path(hayabusa.__file__).parent
+    pyproject = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["hayabusa"]
+    assert any((root / "data" / "literature.json") in root.glob(p) for p in patterns)
+
+
+def test_report_thermo_table_holds_the_analysis_numbers(study):
+    root, report = study
+    rows = {r[0]: r for r in tables(report.read_text())["thermo"][1:]}
+    assert list(rows) == ["bulk-400K", "bulk-600K", "gb-600K"]
+    row = rows["bulk-600K"]
+    assert row[1] == "0–30" and row[2] == "16" and row[3] == "600"
+    assert pm(row[4]) == (pytest.approx(598.766, abs=0.05), pytest.approx(2.1))
+    assert float(row[5]) == pytest.approx(0.1466 * 600, rel=5e-3)
+    assert pm(row[6]) == (pytest.approx(3.3), pytest.approx(4.4))
+    assert float(row[7]) == pytest.approx(-1.234567, abs=5e-6)
+    assert pm(row[8]) == (pytest.approx(0.2), pytest.approx(0.1))  # meV/atom
+    assert row[9] == "conserved_energy" and float(row[10]) == pytest.approx(0.0456)
+    assert float(row[11]) == pytest.approx(1520.0) and row[12] == "yes"
+
+
+FLAG = "⟨T⟩ = 203.1 ± 5.2 K, 19 standard errors from the 300 K target"
+
+
+def test_report_shows_no_plain_numbers_for_runs_without_results(tmp_path):
+    """A run without a diffusive window shows no D, σ or Haven ratio; a flagged run's numbers
+    are marked apparent everywhere; with no fit there is no Ea; the reasons are listed."""
+    analysis = {"runs": [run_entry("bulk-300K", 300.0, None, status="not diffusive",
+                                   flags=[FLAG]),
+                         run_entry("bulk-500K", 500.0, 7.77e-6, status="apparent",
+                                   flags=["T drifts by +90.2 ± 13 K over the run"])],
+                "arrhenius": {"bulk": arrhenius_entry(
+                    Ea_eV=None, Ea_err_eV=None, D0_cm2_s=None, cov_Ea_lnD0=None,
+                    temperatures_K=[], T_range_K=None, D_cm2_s=[], D_err_cm2_s=[], runs=[],
+                    excluded={"bulk-300K": "not diffusive, not equilibrated",
+                              "bulk-500K": "not equilibrated"},
+                    D_300K_cm2_s=None, D_300K_err_cm2_s=None, sigma_300K_tracer_S_cm=None,
+                    sigma_300K_tracer_err_S_cm=None,
+                    reason="0 run(s) with a diffusive D from an equilibrated run; the fit "
+                           "needs 2 or more temperatures")}}
+    (tmp_path / "analysis.json").write_text(json.dumps(analysis))
+    text = write_report(tmp_path).read_text()
+    t = tables(text)
+    rows = {r[0]: r for r in t["transport"][1:]}
+    assert rows["bulk-300K"][3] == "not diffusive"
+    assert rows["bulk-300K"][4] == "none (needs MSD ≥ 0.4 Å²)"
+    assert rows["bulk-300K"][5:10] == ["none"] * 5
+    assert rows["bulk-500K"][3] == "apparent"
+    assert all(c.startswith("apparent ") for c in rows["bulk-500K"][5:10])
+    assert pm(rows["bulk-500K"][5][len("apparent "):])[0] == pytest.approx(7.77e-6)
+    # no table cell anywhere holds the flagged run's D or σ as a plain number
+    for _, table in t.items():
+        for row in table:
+            for cell in row:
+                if "7.77e-06" in cell or "0.0123" in cell:
+                    assert cell.startswith("apparent "), cell
+    assert "arrhenius" not in t and "comparison" not in t
+    plain = html.unescape(text)
+    assert "No Arrhenius fit:" in plain and "Ea =" not in plain
+    assert "bulk: 0 run(s) with a diffusive D from an equilibrated run" in plain
+    assert "excluded: bulk-300K: not diffusive, not equilibrated; bulk-500K: not " \
+           "equilibrated" in plain
+    assert f"bulk-300K: not diffusive: {NO_WINDOW}" in plain
+    assert f"bulk-300K: not equilibrated: {FLAG}" in plain
+    assert f"bulk-300K: {FLAG}" in plain  # in the thermo section's list
+    assert tables(text)["thermo"][1][12] == "no"
+    assert not (tmp_path / "plots" / "arrhenius.png").exists()
+    # the apparent run's MSD fit line is labelled so in its plot
+    assert (tmp_path / "plots" / "msd-bulk-500K.png").is_file()
 
 
 def test_report_sections_model_segregation_view_and_images(study):
-    root, report, _ = study
+    root, report = study
     text = report.read_text()
     for title in ["Structure", "Model accuracy", "Thermodynamics", "Li transport: D, σ, Ea",
                   "Li segregation at grain boundaries", "3D view"]:
@@ -457,16 +606,21 @@ def test_report_errors_name_the_file(tmp_path):
     path.write_text(json.dumps({"runs": [run]}))
     with pytest.raises(InputError, match=r"analysis\.json: runs\.0\.temperature_K"):
         load_analysis(tmp_path)
+    old = run_entry("bulk-500K", 500.0, 1e-6)
+    del old["transport"]  # an analysis.json of an older hayabusa: no status, no numbers shown
+    path.write_text(json.dumps({"runs": [old]}))
+    with pytest.raises(InputError, match=r"analysis\.json: runs\.0\.transport: Field required"):
+        write_report(tmp_path)
     path.write_text(json.dumps({"runs": [run_entry("bulk-500K", 500.0, 1e-6)]}))
     (tmp_path / "model_metrics.json").write_text("[1, 2")
     with pytest.raises(InputError, match=r"model_metrics\.json: cannot read JSON"):
         write_report(tmp_path)
-    (tmp_path / "model_metrics.json").unlink()
-    (tmp_path / "bulk-500K").mkdir()
-    (tmp_path / "bulk-500K" / "log.hayabusa").write_text("garbage\n")
-    with pytest.raises(InputError, match=r"log\.hayabusa: no thermo rows"):
-        write_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+    lit = json.loads(load_literature().model_dump_json())
+    del lit["comparison"]["Ea_eV"]
+    (tmp_path / "lit.json").write_text(json.dumps(lit))
+    with pytest.raises(InputError, match=r"lit\.json: comparison\.Ea_eV: Field required"):
+        load_literature(tmp_path / "lit.json")
 
 
 def test_thermo_log_parser_keeps_the_last_row_of_a_repeated_step(tmp_path):
@@ -484,16 +638,15 @@ def test_thermo_log_parser_keeps_the_last_row_of_a_repeated_step(tmp_path):
                     "1.0 katom-step/s\n" + head + again)
     log = read_thermo_log(path)
     np.testing.assert_array_equal(log["columns"]["Step"], [0, 10, 20, 30])
-    s = thermo_summary(log, timestep_fs=2.0)
-    assert s["mean_T_K"] == pytest.approx(250.0)
-    assert s["mean_pe_eV_per_atom"] == pytest.approx(-0.25)
-    assert s["drift_meV_per_atom"] == pytest.approx(1e3 * 0.3 / 4)  # 0.01 eV/step × 30 steps
-    assert s["drift_meV_per_atom_per_ns"] == pytest.approx(1e3 * 0.01 / 2.0 * 1e6 / 4)
-    assert s["ns_per_day"] == 12.5 and s["conserved"] == "TotEng"
+    np.testing.assert_array_equal(log["columns"]["Temp"], [100, 200, 300, 400])
+    assert log["n_atoms"] == 4 and log["ns_per_day"] == 12.5
+    (tmp_path / "bad.log").write_text("garbage\n")
+    with pytest.raises(InputError, match=r"bad\.log: no thermo rows"):
+        read_thermo_log(tmp_path / "bad.log")
 
 
 def test_report_cli(study, tmp_path, capsys):
-    root, report, _ = study
+    root, report = study
     assert main(["report", str(root)]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["report", str(root), "--overwrite"]) == 0

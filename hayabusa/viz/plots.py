@@ -1,5 +1,5 @@
-"""PNG plots (matplotlib, Agg canvas, no pyplot state): MSD, Arrhenius, segregation profile,
-structure picture.
+"""PNG plots (matplotlib, Agg canvas, no pyplot state): MSD (log–log, with the diffusive fit
+window), Arrhenius, segregation profile, structure picture.
 
 Each ``plot_*`` writes ``path`` atomically and returns the matplotlib ``Figure`` it drew, so
 callers and tests can read the plotted data back. Units: Å, ps, K, cm²/s, eV.
@@ -34,23 +34,37 @@ def _array(values, name: str) -> np.ndarray:
 
 
 def plot_msd(time_ps, msd_A2: Mapping[str, Sequence[float]], path, *,
-             d_cm2_s: Mapping[str, float] | None = None, title: str = "") -> Figure:
-    """MSD (Å²) against lag time (ps), one line per species; ``d_cm2_s`` {species: D} adds the
-    dashed line 6·D·t of each fitted tracer diffusion coefficient."""
+             fit: Mapping | None = None, threshold_A2: float | None = None,
+             title: str = "") -> Figure:
+    """MSD (Å²) against lag time (ps) on log–log axes (lags > 0), one line per species.
+
+    ``fit``: {"D_cm2_s", "intercept_A2", "window_ps": (lo, hi), "dim", "label"} draws the
+    fitted line 2·dim·D·t + intercept over its window (shaded), labelled ``label`` and D;
+    ``threshold_A2`` draws the MSD a diffusive window must exceed (dotted)."""
     t = _array(time_ps, "time_ps")
     fig = Figure(figsize=(6.0, 4.2))
     ax = fig.add_subplot()
+    lag = t > 0
     for species, values in msd_A2.items():
         m = _array(values, f"msd[{species}]")
         if m.shape != t.shape:
             raise InputError(f"msd[{species}]: {m.size} values for {t.size} lag times")
-        (line,) = ax.plot(t, m, label=species)
-        if d_cm2_s and species in d_cm2_s:
-            ax.plot(t, 6.0 * d_cm2_s[species] * A2_PER_PS_PER_CM2_PER_S * t, "--",
-                    color=line.get_color(), label=f"6Dt, D = {d_cm2_s[species]:.3g} cm²/s")
+        keep = lag & (m > 0)
+        ax.plot(t[keep], m[keep], label=species)
+    if threshold_A2 is not None:
+        ax.axhline(threshold_A2, color="gray", ls=":", label=f"{threshold_A2:.3g} Å² threshold")
+    if fit is not None:
+        lo, hi = fit["window_ps"]
+        ax.axvspan(lo, hi, color="tab:green", alpha=0.12)
+        tw = np.linspace(lo, hi, 50)
+        d = fit["D_cm2_s"]
+        ax.plot(tw, 2 * fit["dim"] * d * A2_PER_PS_PER_CM2_PER_S * tw + fit["intercept_A2"],
+                "--", color="black", label=f"{fit['label']}: D = {d:.3g} cm²/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("lag time (ps)")
     ax.set_ylabel("MSD (Å²)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return _save(fig, path)
@@ -68,7 +82,8 @@ def plot_arrhenius(series: Mapping[str, Mapping], path, *,
     """log D against 1000/T per series, with Arrhenius fit lines D0·exp(−Ea/kB·T).
 
     ``series[label]``: ``temperatures_K``, ``D_cm2_s``, optional ``D_err_cm2_s`` (error bars)
-    and optional ``Ea_eV`` with ``D0_cm2_s`` (fit line over the plotted temperature range).
+    and optional ``Ea_eV`` with ``D0_cm2_s`` (fit line over the plotted temperature range) and
+    ``Ea_err_eV`` (in its legend entry).
     ``literature``: (label, T in K, D in cm²/s) markers."""
     fig = Figure(figsize=(6.0, 4.4))
     ax = fig.add_subplot()
@@ -87,9 +102,10 @@ def plot_arrhenius(series: Mapping[str, Mapping], path, *,
         bars = ax.errorbar(1000.0 / temp, d, yerr=None if err is None else np.asarray(err),
                            fmt="o", capsize=3, label=label)
         if s.get("Ea_eV") is not None and s.get("D0_cm2_s") is not None:
+            ea_err = f" ± {s['Ea_err_eV']:.2g}" if s.get("Ea_err_eV") is not None else ""
             ax.plot(1000.0 / t_line, s["D0_cm2_s"] * np.exp(-s["Ea_eV"] / (kB * t_line)), "-",
                     color=bars.lines[0].get_color(),
-                    label=f"{label} fit, Ea = {s['Ea_eV']:.3g} eV")
+                    label=f"{label} fit, Ea = {s['Ea_eV']:.3g}{ea_err} eV")
     markers = iter("s^vDP*X")
     for label, temp, d in literature or []:
         ax.plot([1000.0 / temp], [d], next(markers, "x"), color="gray", mfc="none",

@@ -1,10 +1,17 @@
 """``hayabusa report RUN_DIR``: one offline HTML report of an LLZO study run directory.
 
-Reads ``analysis.json`` (required), ``model_metrics.json`` and ``parity.png`` (optional) and,
-per run ``<system>-<T>K/``, ``log.hayabusa``, ``run.json``, ``start.extxyz``, ``traj.h5`` and
-the Li density grid (all optional). Writes ``report.html`` (PNGs embedded as base64, the 3D
-view inlined with plotly.js, so the single file works offline), ``view.html`` (the 3D view
-alone) and ``plots/*.png``. Missing optional pieces are stated in the report.
+Reads structured results only: ``analysis.json`` (required; thermo summary, equilibration
+flags, transport numbers with their status, Arrhenius fits), ``model_metrics.json`` and
+``parity.png`` (optional), per run ``<system>-<T>K/`` its ``run.json``, ``start.extxyz`` (the
+structure pictures), ``traj.h5`` and the Li density grid (the 3D view; all optional), and the
+literature values of ``hayabusa/data/literature.json``. Writes ``report.html`` (PNGs embedded
+as base64, the 3D view inlined with plotly.js, so the single file works offline),
+``view.html`` (the 3D view alone) and ``plots/*.png``. Missing optional pieces are stated.
+
+Transport numbers (D, σ, Haven ratio) appear as results only for runs whose
+``transport.status`` is "result" (diffusive window, equilibrated run); a flagged run's numbers
+are marked "apparent", a run without a diffusive window shows none, and the reasons are
+listed. Arrhenius fits come from analysis.json, which fits results only.
 """
 
 from __future__ import annotations
@@ -13,14 +20,16 @@ import base64
 import html
 import json
 import re
+from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import ase
 import ase.io
 import numpy as np
-from ase.units import kB  # eV/K
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..analysis.diffusion import ArrheniusFit
 from ..errors import InputError
 from ..files import write_atomic
 from . import plots, view3d
@@ -31,36 +40,9 @@ PLOTS_DIR = "plots"
 ANALYSIS_NAME = "analysis.json"
 METRICS_NAME = "model_metrics.json"
 PARITY_NAME = "parity.png"
-LOG_NAME = "log.hayabusa"
 RUN_JSON_NAME = "run.json"
 START_NAME = "start.extxyz"
 TRAJ_NAME = "traj.h5"
-ELEMENTARY_CHARGE_C = 1.602176634e-19
-BOLTZMANN_J_PER_K = 1.380649e-23
-
-# Literature values shown next to the results (sources as read in shared/reference, §1–2).
-HE_2018 = "He et al., npj Comput. Mater. 2018 (AIMD, PBE)"
-LITERATURE = (
-    ("Li tracer D, 600 K", "1.24e-06 cm²/s", "AIMD, cubic LLZO", HE_2018),
-    ("Ea of Li diffusion", "0.248 ± 0.012 eV",
-     "Arrhenius fit of the 9 AIMD D(T) points, 600–1500 K", HE_2018),
-    ("Li D, 300 K", "1.33e-08 cm²/s", "experiment, from conductivity spectra",
-     "Ahmad, RSC Adv. 2015"),
-    ("σ, room temperature", "up to 4e-04 S/cm", "experiment, total σ of Li garnets",
-     "Cussen, review"),
-    ("Li at grain boundaries", "GB planes Li-enriched", "Monte Carlo, Σ3/Σ5 tilt GBs",
-     "Yu & Siegel, Chem. Mater. 29, 9639 (2017)"),
-    ("GB vs bulk Li transport", "2–3× slower at the GB", "MD at processing temperatures",
-     "Yu & Siegel, Chem. Mater. 29, 9639 (2017)"),
-)
-LITERATURE_POINTS = (  # (label, T in K, D in cm²/s) for the Arrhenius plot
-    ("He 2018 AIMD, 600 K", 600.0, 1.24e-6),
-    ("He 2018 AIMD, 1500 K", 1500.0, 1.83e-5),
-    ("Ahmad 2015 exp., 300 K", 300.0, 1.33e-8),
-)
-EA_LIT_EV, EA_LIT_ERR_EV = 0.248, 0.012
-D600_LIT, D300_EXP, SIGMA_RT_LIT = 1.24e-6, 1.33e-8, 4e-4
-GB_SLOWDOWN_LIT = (2.0, 3.0)
 METRIC_NAMES = {"energy_meV_per_atom": "energy (meV/atom)", "forces_meV_per_A": "forces (meV/Å)",
                 "stress_GPa": "stress (GPa)"}
 
@@ -75,10 +57,46 @@ class _D(_Model):
     D_err_cm2_s: float | None = None
 
 
+class _TracerD(_D):
+    window_ps: list[float] | None = None
+    reason: str | None = None
+    loglog_slope: float | None = None
+    msd_threshold_A2: float | None = None
+    hop_length_A: float | None = None
+    hop_length_source: str | None = None
+    fit_intercept_A2: float | None = None
+
+
 class _Sigma(_Model):
     sigma_S_cm: float | None
     sigma_err_S_cm: float | None = None
     sigma_tracer_S_cm: float | None = None
+    sigma_tracer_err_S_cm: float | None = None
+
+
+class _Thermo(_Model):
+    equilibrated: bool
+    flags: list[str]
+    first_step: int
+    last_step: int
+    frames: int
+    target_T_K: float
+    mean_T_K: float | None
+    mean_T_err_K: float | None = None
+    sigma_T_canonical_K: float | None = None
+    T_drift_K: float | None = None
+    T_drift_err_K: float | None = None
+    mean_pe_eV_per_atom: float | None = None
+    pe_drift_eV_per_atom: float | None = None
+    pe_drift_err_eV_per_atom: float | None = None
+    conserved: str
+    conserved_drift_meV_per_atom: float | None = None
+    conserved_drift_meV_per_atom_per_ns: float | None = None
+
+
+class _Transport(_Model):
+    status: Literal["result", "apparent", "not diffusive"]
+    reasons: list[str]
 
 
 class _Segregation(_Model):
@@ -99,29 +117,82 @@ class _Run(_Model):
     composition: dict[str, int] | None = None
     duration_ps: float | None = None
     n_frames: int | None = None
+    thermo: _Thermo
     msd: dict[str, list[float]] | None = None
-    diffusion: dict[str, _D]
+    diffusion: dict[str, _TracerD]
     charge_diffusion: _D | None = None
     conductivity: _Sigma | None = None
     haven_ratio: float | None = None
+    haven_ratio_err: float | None = None
+    transport: _Transport
     jumps: dict | None = None
     segregation: _Segregation | None = None
     li_density_file: str | None = None
 
 
 class _Arrhenius(_Model):
-    Ea_eV: float
+    Ea_eV: float | None
     Ea_err_eV: float | None = None
-    D0_cm2_s: float
+    D0_cm2_s: float | None = None
+    cov_Ea_lnD0: list[list[float]] | None = None
     temperatures_K: list[float]
+    T_range_K: list[float] | None = None
     D_cm2_s: list[float]
+    D_err_cm2_s: list[float | None] = []
+    runs: list[str] = []
+    excluded: dict[str, str] = {}
+    reason: str | None = None
     D_300K_cm2_s: float | None = None
+    D_300K_err_cm2_s: float | None = None
+    sigma_300K_tracer_S_cm: float | None = None
+    sigma_300K_tracer_err_S_cm: float | None = None
 
 
 class _Analysis(_Model):
     hayabusa_version: str | None = None
     runs: list[_Run]
     arrhenius: dict[str, _Arrhenius] = {}
+
+
+# --------------------------------------------------------------------- literature.json schema
+class _LitRow(BaseModel):
+    quantity: str
+    value: str
+    conditions: str
+    source: str
+
+
+class _LitPoint(BaseModel):
+    label: str
+    temperature_K: float
+    D_cm2_s: float
+    source: str
+
+
+class _LitValue(BaseModel):
+    value: float
+    err: float | None = None
+    source: str
+
+
+class _LitRange(BaseModel):
+    value: tuple[float, float]
+    source: str
+
+
+class _LitComparison(BaseModel):
+    Ea_eV: _LitValue
+    D_600K_cm2_s: _LitValue
+    D_300K_cm2_s: _LitValue
+    sigma_RT_max_S_cm: _LitValue
+    gb_slowdown: _LitRange
+
+
+class _Literature(BaseModel):
+    about: str
+    table: list[_LitRow]
+    arrhenius_points: list[_LitPoint]
+    comparison: _LitComparison
 
 
 def _read_json(path: Path) -> object:
@@ -131,26 +202,37 @@ def _read_json(path: Path) -> object:
         raise InputError(f"{path}: cannot read JSON ({exc})") from None
 
 
-def load_analysis(run_dir) -> _Analysis:
-    """Validated ``RUN_DIR/analysis.json``; InputError names the file and the bad key."""
-    path = Path(run_dir) / ANALYSIS_NAME
-    if not path.is_file():
-        raise InputError(f"{path}: not found (run `hayabusa analyze` on the run directory "
-                         f"first)")
+def _validated(model, path: Path, data):
     try:
-        return _Analysis.model_validate(_read_json(path))
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "top level"
         raise InputError(f"{path}: {where}: {err['msg']}") from None
 
 
-# ---------------------------------------------------------------------------- thermo log
+def load_analysis(run_dir) -> _Analysis:
+    """Validated ``RUN_DIR/analysis.json``; InputError names the file and the bad key."""
+    path = Path(run_dir) / ANALYSIS_NAME
+    if not path.is_file():
+        raise InputError(f"{path}: not found (run `hayabusa analyze` on the run directory "
+                         f"first)")
+    return _validated(_Analysis, path, _read_json(path))
+
+
+def load_literature(path=None) -> _Literature:
+    """Validated literature values (default: hayabusa/data/literature.json)."""
+    path = Path(path) if path is not None else \
+        Path(str(resources.files("hayabusa") / "data" / "literature.json"))
+    return _validated(_Literature, path, _read_json(path))
+
+
 def read_thermo_log(path) -> dict:
     """Thermo rows of a ``hayabusa.md.ThermoLog`` file (appended restarts included; a step
     logged twice keeps its last row). Returns ``columns`` {name: [rows] float array} (``Step``,
     optional ``Sys``, ``Temp``, ``PotEng``, …), ``n_atoms`` (from the ``# units`` header, or
-    None) and ``ns_per_day`` (last ``Performance:`` line, or None)."""
+    None) and ``ns_per_day`` (last ``Performance:`` line, or None). Not used by the report
+    (it reads analysis.json); kept for tests/test_study.py, which reads logs with it."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -182,29 +264,6 @@ def read_thermo_log(path) -> dict:
             "ns_per_day": ns_per_day}
 
 
-def thermo_summary(log: dict, timestep_fs: float | None = None, system: int = 0) -> dict:
-    """Mean temperature (K), mean potential energy per atom (eV/atom) and the drift of the
-    conserved energy (``Econs``, or ``TotEng`` for NVE): the least-squares slope times the
-    logged span, per atom, in meV/atom, and per ns when ``timestep_fs`` is known."""
-    cols = log["columns"]
-    keep = cols["Sys"] == system if "Sys" in cols else np.ones(len(cols["Step"]), bool)
-    step = cols["Step"][keep]
-    energy = cols["Econs" if "Econs" in cols else "TotEng"][keep]
-    n = log["n_atoms"]
-    out = {"rows": int(keep.sum()), "first_step": int(step[0]), "last_step": int(step[-1]),
-           "mean_T_K": float(cols["Temp"][keep].mean()),
-           "mean_pe_eV_per_atom": float(cols["PotEng"][keep].mean()) / n if n else None,
-           "drift_meV_per_atom": None, "drift_meV_per_atom_per_ns": None,
-           "conserved": "Econs" if "Econs" in cols else "TotEng",
-           "ns_per_day": log["ns_per_day"]}
-    if len(step) >= 2 and n:
-        slope = np.polyfit(step, energy, 1)[0]  # eV per step
-        out["drift_meV_per_atom"] = 1e3 * slope * (step[-1] - step[0]) / n
-        if timestep_fs:
-            out["drift_meV_per_atom_per_ns"] = 1e3 * slope / timestep_fs * 1e6 / n
-    return out
-
-
 # ----------------------------------------------------------------------------- helpers
 def _num(x, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}g}"
@@ -230,16 +289,28 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _sigma_nernst_einstein(n_li: int, volume_A3: float, d_cm2_s: float, t_k: float) -> float:
-    """Nernst–Einstein σ = n e² D / (kB T) in S/cm (Haven ratio 1)."""
-    n_per_cm3 = n_li / (volume_A3 * 1e-24)
-    return n_per_cm3 * ELEMENTARY_CHARGE_C**2 * d_cm2_s / (BOLTZMANN_J_PER_K * t_k)
+def _list(items) -> str:
+    return '<ul class="reasons">' + "".join(f"<li>{html.escape(x)}</li>" for x in items) + \
+        "</ul>"
 
 
-def _li_d(run: _Run) -> float | None:
-    """The run's positive Li tracer D (cm²/s), or None."""
+def _result_d(run: _Run) -> tuple[float, float | None] | None:
+    """(D, error) of the run's Li tracer D when it is a result (see the module), else None."""
     d = run.diffusion.get("Li")
-    return d.D_cm2_s if d is not None and d.D_cm2_s is not None and d.D_cm2_s > 0 else None
+    if run.transport.status != "result" or d is None or d.D_cm2_s is None:
+        return None
+    return d.D_cm2_s, d.D_err_cm2_s
+
+
+def _transport_cell(run: _Run, value, err) -> str:
+    """A transport number as the tables show it: "x ± e" for a result, "apparent x ± e" for a
+    flagged run, "none" without a diffusive window (or "–" when not computed)."""
+    if run.transport.status == "not diffusive":
+        return "none"
+    if value is None:
+        return "–"
+    text = _pm(value, err)
+    return text if run.transport.status == "result" else f"apparent {text}"
 
 
 def _read_structure(path: Path) -> ase.Atoms:
@@ -293,6 +364,7 @@ class _Report:
         self.dir = run_dir
         self.a = analysis
         self.plots = run_dir / PLOTS_DIR
+        self.lit = load_literature()
         self.run_json = {r.name: self._run_json(r.name) for r in analysis.runs}
 
     def _run_json(self, name: str) -> dict:
@@ -367,27 +439,35 @@ class _Report:
 
     # -- thermo
     def thermo(self) -> str:
-        rows, missing = [], []
+        rows = []
         for r in self.a.runs:
-            path = self.dir / r.name / LOG_NAME
-            if not path.is_file():
-                missing.append(r.name)
-                continue
-            s = thermo_summary(read_thermo_log(path), self.run_json[r.name].get("timestep_fs"))
-            rows.append([r.name, f"{s['first_step']}–{s['last_step']}", s["rows"],
-                         _num(r.temperature_K), _num(s["mean_T_K"], 4),
-                         _num(s["mean_pe_eV_per_atom"], 6), s["conserved"],
-                         _num(s["drift_meV_per_atom"]), _num(s["drift_meV_per_atom_per_ns"]),
-                         _num(s["ns_per_day"])])
-        out = ""
-        if rows:
-            out += _table(["run", "steps", "rows", "T target (K)", "⟨T⟩ (K)",
-                           "⟨PotEng⟩ (eV/atom)", "conserved", "drift (meV/atom)",
-                           "drift (meV/atom/ns)", "ns/day"], rows)
-            out += _note("Drift: least-squares slope of the conserved energy (thermostat "
-                         "energy included; total energy for NVE) times the logged span.")
-        if missing:
-            out += _note(f"No {LOG_NAME} for: {', '.join(missing)}.")
+            t = r.thermo
+            rows.append([r.name, f"{t.first_step}–{t.last_step}", t.frames, _num(t.target_T_K),
+                         _pm(t.mean_T_K, t.mean_T_err_K, 4), _num(t.sigma_T_canonical_K),
+                         _pm(t.T_drift_K, t.T_drift_err_K),
+                         _num(t.mean_pe_eV_per_atom, 6),
+                         _pm(None if t.pe_drift_eV_per_atom is None else
+                             1e3 * t.pe_drift_eV_per_atom,
+                             None if t.pe_drift_err_eV_per_atom is None else
+                             1e3 * t.pe_drift_err_eV_per_atom),
+                         t.conserved, _num(t.conserved_drift_meV_per_atom),
+                         _num(t.conserved_drift_meV_per_atom_per_ns),
+                         "yes" if t.equilibrated else "no"])
+        out = _table(["run", "steps", "frames", "T target (K)", "⟨T⟩ (K)", "σ_T canonical (K)",
+                      "T drift (K)", "⟨PotEng⟩ (eV/atom)", "PotEng drift (meV/atom)",
+                      "conserved", "drift (meV/atom)", "drift (meV/atom/ns)", "equilibrated"],
+                     rows, "thermo")
+        out += _note("Production frames of traj.h5. ⟨T⟩ ± its block-averaging error; σ_T = "
+                     "T·√(2/N_f) (N_f = 3N − 3) is the canonical fluctuation of the kinetic "
+                     "temperature; drifts: change over the run of a straight line through the "
+                     "block means, ± its error. Conserved-energy drift: least-squares slope "
+                     "times the span (the thermostat energy is included only where the file "
+                     "holds conserved_energy; total_energy is not conserved under a "
+                     "thermostat).")
+        flagged = [(r.name, f) for r in self.a.runs for f in r.thermo.flags]
+        if flagged:
+            out += "<p>Not equilibrated (these runs give no results):</p>" + _list(
+                f"{name}: {flag}" for name, flag in flagged)
         return out
 
     # -- transport
@@ -397,63 +477,103 @@ class _Report:
             li = r.diffusion.get("Li")
             cd, sig = r.charge_diffusion, r.conductivity
             rate = r.jumps.get("rate_per_ps") if r.jumps else None
-            rows.append([r.name, _num(r.temperature_K), _num(r.duration_ps),
-                         _pm(li.D_cm2_s, li.D_err_cm2_s) if li else "–",
-                         _pm(cd.D_cm2_s, cd.D_err_cm2_s) if cd else "–",
-                         _pm(sig.sigma_S_cm, sig.sigma_err_S_cm) if sig else "–",
-                         _num(sig.sigma_tracer_S_cm) if sig else "–",
-                         _num(r.haven_ratio), _num(rate)])
-        out = _table(["run", "T (K)", "duration (ps)", "D Li tracer (cm²/s)",
-                      "D charge (cm²/s)", "σ (S/cm)", "σ tracer (S/cm)", "Haven ratio",
-                      "Li jumps (1/ps)"], rows, "transport")
-        arr_rows = [[system, _pm(f.Ea_eV, f.Ea_err_eV), _num(f.D0_cm2_s),
-                     ", ".join(_num(t) for t in f.temperatures_K), _num(f.D_300K_cm2_s)]
-                    for system, f in self.a.arrhenius.items()]
-        if arr_rows:
-            out += _table(["system", "Ea (eV)", "D0 (cm²/s)", "T fitted (K)",
-                           "D(300 K) extrapolated (cm²/s)"], arr_rows, "arrhenius")
-        else:
-            out += _note("No Arrhenius fit: no system was run at two or more temperatures.")
+            window = "–" if li is None else (
+                f"none (needs MSD ≥ {_num(li.msd_threshold_A2)} Å²)" if li.window_ps is None
+                else f"{_num(li.window_ps[0])}–{_num(li.window_ps[1])} ps, slope "
+                     f"{_num(li.loglog_slope, 2)}, MSD ≥ {_num(li.msd_threshold_A2)} Å²")
+            rows.append([r.name, _num(r.temperature_K), _num(r.duration_ps), r.transport.status,
+                         window,
+                         _transport_cell(r, li.D_cm2_s, li.D_err_cm2_s) if li else "–",
+                         _transport_cell(r, cd.D_cm2_s, cd.D_err_cm2_s) if cd else "–",
+                         _transport_cell(r, sig.sigma_S_cm, sig.sigma_err_S_cm) if sig
+                         else "–",
+                         _transport_cell(r, sig.sigma_tracer_S_cm, sig.sigma_tracer_err_S_cm)
+                         if sig else "–",
+                         _transport_cell(r, r.haven_ratio, r.haven_ratio_err), _num(rate)])
+        out = _table(["run", "T (K)", "duration (ps)", "status", "diffusive window",
+                      "D Li tracer (cm²/s)", "D charge (cm²/s)", "σ (S/cm)",
+                      "σ tracer (S/cm)", "Haven ratio", "Li jumps (1/ps)"], rows, "transport")
+        hops = sorted({f"{r.name}: {_num(li.hop_length_A)} Å, {li.hop_length_source}"
+                       for r in self.a.runs if (li := r.diffusion.get("Li")) is not None})
+        out += _note(
+            "D only from a diffusive window: lags where the MSD's local log–log slope stays "
+            "within 0.85–1.15 and the MSD exceeds a few squared Li hop lengths (" +
+            "; ".join(hops) + "). σ from the charge (summed-displacement) MSD, σ tracer "
+            "from the tracer D (Nernst–Einstein, Haven ratio 1). \"apparent\": the run is "
+            "not equilibrated, so its numbers are not results; \"none\": no diffusive "
+            "window.")
+        reasons = [f"{r.name}: {why}" for r in self.a.runs for why in r.transport.reasons]
+        if reasons:
+            out += "<p>Runs without results and why:</p>" + _list(reasons)
+        out += self._arrhenius_table()
         out += "<h3>Next to literature values</h3>" + self._comparison()
         out += _table(["quantity", "literature value", "conditions", "source"],
-                      [list(x) for x in LITERATURE], "literature")
+                      [[x.quantity, x.value, x.conditions, x.source] for x in self.lit.table],
+                      "literature")
         out += self._msd_and_arrhenius_plots()
         return out
 
+    def _fits(self) -> dict[str, _Arrhenius]:
+        return {k: f for k, f in self.a.arrhenius.items() if f.Ea_eV is not None}
+
+    def _arrhenius_table(self) -> str:
+        rows = [[system, _pm(f.Ea_eV, f.Ea_err_eV), _num(f.D0_cm2_s),
+                 f"{_num(f.T_range_K[0])}–{_num(f.T_range_K[1])}", ", ".join(f.runs),
+                 _pm(f.D_300K_cm2_s, f.D_300K_err_cm2_s)]
+                for system, f in self._fits().items()]
+        out = _table(["system", "Ea (eV)", "D0 (cm²/s)", "T range fitted (K)", "runs",
+                      "D(300 K) from the fit (cm²/s)"], rows, "arrhenius") if rows else ""
+        missing = [f"{system}: {f.reason}" + (
+            " (excluded: " + "; ".join(f"{k}: {v}" for k, v in f.excluded.items()) + ")"
+            if f.excluded else "")
+            for system, f in self.a.arrhenius.items() if f.Ea_eV is None]
+        if missing:
+            out += "<p>No Arrhenius fit:</p>" + _list(missing)
+        if not self.a.arrhenius:
+            out += _note("No Arrhenius fit: no system in the analysis.")
+        return out
+
     def _comparison(self) -> str:
+        lit = self.lit.comparison
         rows = []
-        for system, f in self.a.arrhenius.items():
-            rows.append([f"Ea, {system}", _pm(f.Ea_eV, f.Ea_err_eV),
-                         f"{EA_LIT_EV} ± {EA_LIT_ERR_EV}", "He 2018 (AIMD fit)"])
-            d600 = f.D0_cm2_s * np.exp(-f.Ea_eV / (kB * 600.0))
-            rows.append([f"D(600 K), {system} (from the fit)", _num(d600), _num(D600_LIT),
-                         "He 2018 (AIMD)"])
-            d300 = f.D_300K_cm2_s
-            if d300 is None:
-                d300 = f.D0_cm2_s * np.exp(-f.Ea_eV / (kB * 300.0))
-            rows.append([f"D(300 K), {system} (extrapolated)", _num(d300), _num(D300_EXP),
-                         "Ahmad 2015 (experiment)"])
-            run = next((r for r in self.a.runs if r.system == system and r.composition
-                        and (self.dir / r.name / START_NAME).is_file()), None)
-            if run is not None and run.composition.get("Li"):
-                volume = _read_structure(self.dir / run.name / START_NAME).get_volume()
-                sigma = _sigma_nernst_einstein(run.composition["Li"], volume, d300, 300.0)
-                rows.append([f"σ(300 K), {system} (Nernst–Einstein from the extrapolated "
-                             f"tracer D, Haven ratio 1)", _num(sigma), f"≤ {_num(SIGMA_RT_LIT)}",
-                             "Cussen review (experiment)"])
+        for system, f in self._fits().items():
+            lo, hi = f.T_range_K
+
+            def where(t, lo=lo, hi=hi):
+                return "interpolated" if lo <= t <= hi else "extrapolated"
+
+            rows.append([f"Ea, {system} ({_num(lo)}–{_num(hi)} K)", _pm(f.Ea_eV, f.Ea_err_eV),
+                         _pm(lit.Ea_eV.value, lit.Ea_eV.err), lit.Ea_eV.source])
+            cov = None if f.cov_Ea_lnD0 is None else np.array(f.cov_Ea_lnD0)
+            fit = ArrheniusFit(f.Ea_eV, f.D0_cm2_s, cov)
+            rows.append([f"D(600 K), {system} ({where(600.0)} from the fit)",
+                         _pm(float(fit.diffusion(600.0)), None if cov is None else
+                             float(fit.diffusion_err(600.0))),
+                         _num(lit.D_600K_cm2_s.value), lit.D_600K_cm2_s.source])
+            rows.append([f"D(300 K), {system} ({where(300.0)} from the fit)",
+                         _pm(f.D_300K_cm2_s, f.D_300K_err_cm2_s),
+                         _num(lit.D_300K_cm2_s.value), lit.D_300K_cm2_s.source])
+            rows.append([f"σ(300 K), {system} (Nernst–Einstein from the fitted tracer D, "
+                         f"Haven ratio 1)", _pm(f.sigma_300K_tracer_S_cm,
+                                                f.sigma_300K_tracer_err_S_cm),
+                         f"≤ {_num(lit.sigma_RT_max_S_cm.value)}",
+                         lit.sigma_RT_max_S_cm.source])
         bulk = {r.temperature_K: r for r in self.a.runs if r.system == "bulk"}
+        low, high = lit.gb_slowdown.value
         for r in self.a.runs:
             b = bulk.get(r.temperature_K)
-            d_gb, d_bulk = _li_d(r), _li_d(b) if b is not None else None
+            d_gb, d_bulk = _result_d(r), _result_d(b) if b is not None else None
             if r.segregation is None or d_gb is None or d_bulk is None:
                 continue
-            ratio = d_bulk / d_gb
+            ratio = d_bulk[0] / d_gb[0]
+            err = None if d_bulk[1] is None or d_gb[1] is None else \
+                ratio * np.hypot(d_bulk[1] / d_bulk[0], d_gb[1] / d_gb[0])
             rows.append([f"D bulk / D {r.system} at {_num(r.temperature_K)} K (whole cell)",
-                         _num(ratio), f"{GB_SLOWDOWN_LIT[0]:g}–{GB_SLOWDOWN_LIT[1]:g} (GB region)",
-                         "Yu & Siegel 2017"])
+                         _pm(ratio, err), f"{low:g}–{high:g} (GB region)",
+                         lit.gb_slowdown.source])
         if not rows:
             return _note("Nothing to compare: no Arrhenius fit and no grain-boundary run with "
-                         "a bulk run at the same temperature.")
+                         "a bulk run at the same temperature, both with results.")
         return _table(["quantity", "this study", "literature", "source"], rows, "comparison")
 
     def _msd_and_arrhenius_plots(self) -> str:
@@ -462,30 +582,37 @@ class _Report:
             if not r.msd or "time_ps" not in r.msd:
                 continue
             curves = {k: v for k, v in r.msd.items() if k != "time_ps"}
+            li = r.diffusion.get("Li")
+            fit = None
+            if li is not None and li.window_ps is not None and li.D_cm2_s is not None:
+                label = "fit" if r.transport.status == "result" else \
+                    "apparent (run not equilibrated)"
+                fit = {"D_cm2_s": li.D_cm2_s, "intercept_A2": li.fit_intercept_A2 or 0.0,
+                       "window_ps": li.window_ps, "dim": 3, "label": f"Li {label}"}
             png = self._png(f"msd-{r.name}.png")
-            plots.plot_msd(r.msd["time_ps"], curves, png,
-                           d_cm2_s={k: v.D_cm2_s for k, v in r.diffusion.items()
-                                    if v.D_cm2_s is not None},
-                           title=f"{r.name}: MSD")
+            plots.plot_msd(r.msd["time_ps"], curves, png, fit=fit,
+                           threshold_A2=li.msd_threshold_A2 if li is not None else None,
+                           title=f"{r.name}: MSD ({r.transport.status})")
             images.append(_img(png, f"MSD of {r.name}"))
         series = {}
         for system in dict.fromkeys(r.system for r in self.a.runs):
-            runs = [r for r in self.a.runs if r.system == system and _li_d(r) is not None]
+            runs = [r for r in self.a.runs if r.system == system and _result_d(r) is not None]
             if not runs:
                 continue
             s = {"temperatures_K": [r.temperature_K for r in runs],
-                 "D_cm2_s": [r.diffusion["Li"].D_cm2_s for r in runs]}
-            errs = [r.diffusion["Li"].D_err_cm2_s for r in runs]
-            if all(e is not None for e in errs):
+                 "D_cm2_s": [_result_d(r)[0] for r in runs]}
+            errs = [_result_d(r)[1] for r in runs]
+            if None not in errs:
                 s["D_err_cm2_s"] = errs
-            fit = self.a.arrhenius.get(system)
+            fit = self._fits().get(system)
             if fit is not None:
-                s |= {"Ea_eV": fit.Ea_eV, "D0_cm2_s": fit.D0_cm2_s}
+                s |= {"Ea_eV": fit.Ea_eV, "Ea_err_eV": fit.Ea_err_eV, "D0_cm2_s": fit.D0_cm2_s}
             series[f"{system} (Li tracer)"] = s
         if series:
             png = self._png("arrhenius.png")
-            plots.plot_arrhenius(series, png, literature=LITERATURE_POINTS,
-                                 title="Li tracer diffusion")
+            plots.plot_arrhenius(series, png, title="Li tracer diffusion (results only)",
+                                 literature=[(p.label, p.temperature_K, p.D_cm2_s)
+                                             for p in self.lit.arrhenius_points])
             images.append(_img(png, "Arrhenius plot"))
         return f'<div class="grid">{"".join(images)}</div>'
 
