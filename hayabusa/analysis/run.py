@@ -57,7 +57,7 @@ be estimated or does not exist)::
 
 How each number is made:
 - ``thermo``: ``analysis.thermo`` on the frames of traj.h5 (the production run): means with
-  block errors, drifts and the equilibration verdict with its ``flags``.
+  errors from 10 time blocks, drifts and the equilibration verdict with its ``flags`` (z = 4).
 - Positions: the mean displacement of the non-Li (framework) atoms is removed frame by frame
   (``msd.remove_drift``) before everything below.
 - ``msd``: windowed MSD per species (all time origins), at every lag (thinned to ≤ 1000 lags).
@@ -124,7 +124,7 @@ DENSITY_NAME = "li_density.npz"
 SETTINGS = {
     "n_blocks": 5, "n_atom_groups": 4, "max_lag_fraction_of_block": 0.5,
     "diffusive_slope_range": list(SLOPE_RANGE), "min_window_span": MIN_SPAN,
-    "min_msd_hops": 3.0, "hop_length_A": None, "equilibration_z": 4.0,
+    "min_msd_hops": 3.0, "hop_length_A": None, "thermo_blocks": 10, "equilibration_z": 4.0,
     "msd_max_points": 1000,
     "rdf_pairs": ["Li-O", "Li-Li", "Zr-O", "La-O"], "rdf_r_max_A": 6.0, "rdf_dr_A": 0.05,
     "structure_frames": 50, "density_spacing_A": 0.5, "site_capture_radius_A": 1.0,
@@ -243,7 +243,7 @@ def analyze_one(run: Path, settings: dict = SETTINGS) -> tuple[dict, np.ndarray,
         raise InputError(f"{traj_path}: {f} frames; the analysis with {n_blocks} blocks needs "
                          f"at least {6 * n_blocks}")
     temperature = float(meta["temperature_K"])
-    thermo = thermo_summary(read_thermo(traj_path), temperature, n_blocks,
+    thermo = thermo_summary(read_thermo(traj_path), temperature, settings["thermo_blocks"],
                             settings["equilibration_z"])
     x = remove_drift(traj.positions, ~is_li)
     cell = traj.cell
@@ -428,12 +428,12 @@ def _fmt(x, err=None, spec: str = ".3g") -> str:
     return f"{x:{spec}}" if err is None else f"{x:{spec}} ± {err:.2g}"
 
 
-def _cell(run: dict, value, err) -> str:
+def _cell(run: dict, value, err, spec: str = ".3g") -> str:
     """A transport number as the table shows it: plain for a result, in brackets for an
     apparent one (a flagged run), "none" without a diffusive window ("–": not computed)."""
     if run["transport"]["status"] == "not diffusive":
         return "none"
-    text = _fmt(value, err)
+    text = _fmt(value, err, spec)
     return f"[{text}]" if run["transport"]["status"] == "apparent" and value is not None \
         else text
 
@@ -444,7 +444,7 @@ def _print_table(result: dict) -> None:
         d, c, th = r["diffusion"][_LI], r["conductivity"], r["thermo"]
         rows.append((r["name"], f"{r['temperature_K']:g}",
                      _fmt(th["mean_T_K"], th["mean_T_err_K"], ".1f"),
-                     _cell(r, d["D_cm2_s"], d["D_err_cm2_s"]),
+                     _cell(r, d["D_cm2_s"], d["D_err_cm2_s"], ".3e"),
                      _cell(r, c["sigma_S_cm"], c["sigma_err_S_cm"]),
                      _cell(r, r["haven_ratio"], r["haven_ratio_err"]),
                      r["transport"]["status"]))
