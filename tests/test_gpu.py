@@ -10,10 +10,7 @@ from hayabusa.md import NoseHooverChain, Simulation, maxwell_boltzmann
 from hayabusa.neighbors import cell_list_pairs
 from hayabusa.potentials import kob_andersen
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+pytestmark = pytest.mark.gpu  # conftest.py: selecting these without a CUDA GPU is an error
 
 
 @pytest.fixture(autouse=True)
