@@ -75,6 +75,8 @@ def test_window_starts_where_the_caged_msd_turns_diffusive():
     assert w.window_ps[0] == pytest.approx(t[np.argmax(msd >= 30.0)])
     w = diffusive_window(msd, dt, 30.0, 15.0)  # the threshold is met too late
     assert w.window_ps is None and "less than a factor 2" in w.reason
+    w = diffusive_window(msd, dt, 1e-6, 0.015)  # one lag: no slope to test
+    assert w.window_ps is None and w.reason.startswith("only 1 MSD lag(s) up to 0.015 ps")
 
 
 # --------------------------------------------------------------- D of a lattice walk
@@ -175,6 +177,17 @@ def test_ballistic_motion_gives_no_D():
     assert res.D_cm2_s is None and res.window.msd_at_max_lag_A2 > MIN_MSD
     assert res.window.loglog_slope == pytest.approx(2.0, abs=1e-6)
     assert "ballistic" in res.window.reason
+
+
+def test_haven_ratio_needs_a_positive_charge_D():
+    """A noisy charge MSD can fit a slope ≤ 0: no Haven ratio rather than a negative or
+    infinite one."""
+    x = lattice_walk(8, 1000, 32)
+    tracer = tracer_diffusion(x, times(1000), MIN_MSD)
+    charge = charge_diffusion(x, times(1000), tracer.window)
+    for d in (0.0, -charge.D_cm2_s):
+        charge.D_cm2_s = d
+        assert haven_ratio(tracer, charge) == (None, None)
 
 
 # --------------------------------------------------------------------------- conductivity

@@ -178,7 +178,7 @@ def test_msd_plot_draws_the_data_the_fit_over_its_window_and_the_threshold(tmp_p
     fit = {"D_cm2_s": d, "intercept_A2": 0.5, "window_ps": (2.0, 8.0), "dim": 3,
            "label": "Li fit"}
     fig = plot_msd(t, {"Li": 1.2 * t + 0.5, "O": 0.01 * t}, tmp_path / "msd.png", fit=fit,
-                   threshold_A2=3.0)
+                   threshold_A2=3.0, max_lag_ps=9.0)
     ax = fig.axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log"
     lines = {ln.get_label(): ln for ln in ax.lines}
@@ -189,6 +189,7 @@ def test_msd_plot_draws_the_data_the_fit_over_its_window_and_the_threshold(tmp_p
     assert x.min() == pytest.approx(2.0) and x.max() == pytest.approx(8.0)
     np.testing.assert_allclose(line.get_ydata(), 6 * 0.2 * x + 0.5)  # 6 D t + c in Å²
     np.testing.assert_allclose(lines["3 Å² threshold"].get_ydata(), 3.0)
+    np.testing.assert_allclose(lines["longest usable lag"].get_xdata(), 9.0)
     assert_png_not_blank(tmp_path / "msd.png")
 
 

@@ -35,12 +35,13 @@ def _array(values, name: str) -> np.ndarray:
 
 def plot_msd(time_ps, msd_A2: Mapping[str, Sequence[float]], path, *,
              fit: Mapping | None = None, threshold_A2: float | None = None,
-             title: str = "") -> Figure:
+             max_lag_ps: float | None = None, title: str = "") -> Figure:
     """MSD (Å²) against lag time (ps) on log–log axes (lags > 0), one line per species.
 
     ``fit``: {"D_cm2_s", "intercept_A2", "window_ps": (lo, hi), "dim", "label"} draws the
     fitted line 2·dim·D·t + intercept over its window (shaded), labelled ``label`` and D;
-    ``threshold_A2`` draws the MSD a diffusive window must exceed (dotted)."""
+    ``threshold_A2`` draws the MSD a diffusive window must exceed and ``max_lag_ps`` the
+    longest lag a fit may use (dotted)."""
     t = _array(time_ps, "time_ps")
     fig = Figure(figsize=(6.0, 4.2))
     ax = fig.add_subplot()
@@ -53,6 +54,8 @@ def plot_msd(time_ps, msd_A2: Mapping[str, Sequence[float]], path, *,
         ax.plot(t[keep], m[keep], label=species)
     if threshold_A2 is not None:
         ax.axhline(threshold_A2, color="gray", ls=":", label=f"{threshold_A2:.3g} Å² threshold")
+    if max_lag_ps is not None:
+        ax.axvline(max_lag_ps, color="gray", ls="-.", label="longest usable lag")
     if fit is not None:
         lo, hi = fit["window_ps"]
         ax.axvspan(lo, hi, color="tab:green", alpha=0.12)

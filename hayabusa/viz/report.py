@@ -62,6 +62,7 @@ class _TracerD(_D):
     reason: str | None = None
     loglog_slope: float | None = None
     msd_threshold_A2: float | None = None
+    max_lag_ps: float | None = None
     hop_length_A: float | None = None
     hop_length_source: str | None = None
     fit_intercept_A2: float | None = None
@@ -592,6 +593,7 @@ class _Report:
             png = self._png(f"msd-{r.name}.png")
             plots.plot_msd(r.msd["time_ps"], curves, png, fit=fit,
                            threshold_A2=li.msd_threshold_A2 if li is not None else None,
+                           max_lag_ps=li.max_lag_ps if li is not None else None,
                            title=f"{r.name}: MSD ({r.transport.status})")
             images.append(_img(png, f"MSD of {r.name}"))
         series = {}
