@@ -17,7 +17,7 @@ from ..state import orthonormal_complement
 
 
 @dataclass
-class Frame:
+class BinningFrame:
     basis: torch.Tensor  # [S, 3, 3] rows: periodic rows equal the cell's
     origin: torch.Tensor  # [S, 3]
     widths: torch.Tensor  # [S, 3] distance between opposite faces of the frame box
@@ -25,7 +25,7 @@ class Frame:
     image: torch.Tensor  # [N, 3] int64, floor of the unwrapped fractional coordinates
 
 
-def build_frame(positions, cell, pbc, system_idx) -> Frame:
+def build_frame(positions, cell, pbc, system_idx) -> BinningFrame:
     """Frame for every system; runs once per neighbor-list build (host work is [S,3,3])."""
     n_sys = cell.shape[0]
     cell64 = cell.detach().double().cpu().numpy()
@@ -61,4 +61,4 @@ def build_frame(positions, cell, pbc, system_idx) -> Frame:
     # Rounding can put a wrapped coordinate at exactly 1.0: move it to the next image.
     image = image + (periodic_atom & (raw - image >= 1.0)).to(raw.dtype)
     frac = raw - image
-    return Frame(basis, origin, widths, frac, image.to(torch.int64))
+    return BinningFrame(basis, origin, widths, frac, image.to(torch.int64))

@@ -8,9 +8,10 @@ neighbours, so kernels gather them from positions packed in the same order (``pa
 neighbourhood is a few contiguous rows; ``State`` keeps the user's atom order. Slot k of every
 lane is contiguous, so the threads of a kernel read consecutive memory. On a CUDA device the
 list is built by a Triton cell-list kernel with no host synchronisation (``build_async``,
-which a CUDA graph can capture); elsewhere by ``cell_list_pairs`` with lanes = atoms. It offers
-the same views as NeighborList (``neighbors``, ``mask``, ``pair_vectors``), by atom, so every
-potential runs on it.
+which a CUDA graph can capture; between blocks of steps a build is the replay of such a graph)
+elsewhere by ``cell_list_pairs`` with lanes = atoms. It offers the same views as NeighborList
+(``neighbors``, ``mask``, ``pair_vectors``, ``slots``), by atom, so every potential runs on
+it; the image shifts of those views are those of the minimum image.
 """
 
 from __future__ import annotations
@@ -37,8 +38,15 @@ class MinImageNeighborList(VerletList):
     buffer_names = ("index", "count", "order")  # [K, N] int32; [N] int32; [N] int32
     layout = "lanes"  # what ``index`` holds; a checkpoint with another layout is rebuilt
 
+    def __init__(self, cutoff: float, skin: float = 0.0, capacity: int = 0,
+                 growth: float = 1.25, check_every: int = 1):
+        super().__init__(cutoff, skin, capacity, growth, check_every)
+        self._build_graph: torch.cuda.CUDAGraph | None = None
+        self._graph_cell = None  # (cell tensor, its version) the build graph was made for
+        self._graph_key = None  # the reference buffer it writes
+
     # ------------------------------------------------------------------ build
-    def build(self, state) -> MinImageNeighborList:
+    def _build(self, state) -> None:
         """Build (host-driven): grows the capacity until every neighbour fits."""
         if not min_image_supported(state, self.list_cutoff):
             raise InputError("min_image neighbor list: needs fully periodic orthorhombic cells "
@@ -54,8 +62,26 @@ class MinImageNeighborList(VerletList):
                     break
                 self.capacity = 8 * math.ceil(most * self.growth / 8)
                 self._prepare(state)
+
+    def _build_for_block(self, state) -> None:
+        """Between blocks on a GPU: replay a CUDA graph of ``build_async`` (captured at the
+        first such build, and again after the box or a buffer changed)."""
+        if state.device.type != "cuda":
+            return self.build(state)
+        cell = (state.cell.data_ptr(), state.cell._version)
+        if self._build_graph is None or self._graph_cell != cell or \
+                self.reference_positions.data_ptr() != self._graph_key:
+            self.build(state)  # host path: sizes the buffers for this box
+            self.build_async(state)  # warm-up outside the graph (the same list)
+            torch.cuda.synchronize(state.device)
+            self._build_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._build_graph):
+                self.build_async(state)
+            self._graph_cell, self._graph_key = cell, self.reference_positions.data_ptr()
+        self._build_graph.replay()
+        self.reference_cell.copy_(state.cell)
         self.n_builds += 1
-        return self
+        self._moved, self._moved_before = None, 0.0
 
     def _allocate(self, state, k: int) -> None:
         n, dev = state.n_atoms, state.device
@@ -130,20 +156,22 @@ class MinImageNeighborList(VerletList):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "layout": self.layout}
 
-    def load_state_dict(self, d: dict, device=None) -> None:
+    def load_state_dict(self, d: dict, state) -> None:
         if d.get("layout") == self.layout:
-            super().load_state_dict(d, device)
+            super().load_state_dict(d, state)
             if self.index is not None:
                 self._allocate_packed()
 
-    def mark_stale(self, state, flag: torch.Tensor) -> None:
-        """As VerletList.mark_stale; on a GPU one Triton kernel instead of five."""
+    def check(self, state) -> None:
+        """As VerletList.check; on a GPU the displacement part is one Triton kernel (the
+        positions scaled by the box change, against skin/2 less the box-change margin)."""
         if not state.positions.is_cuda:
-            return super().mark_stale(state, flag)
+            return super().check(state)
         from .triton_build import launch_mark_stale
 
-        launch_mark_stale(state.positions, self.reference_positions, flag, state.n_atoms,
-                          (0.5 * self.skin) ** 2)
+        launch_mark_stale(state.positions, self.reference_positions, state.system_idx,
+                          state.cell, self.reference_cell, self.stale, state.n_atoms,
+                          self.skin, self.cutoff)
 
     def _build_reference(self, state) -> None:
         """Fill the list from the PyTorch cell list (CPU and reference path)."""
@@ -163,6 +191,16 @@ class MinImageNeighborList(VerletList):
         self.reference_positions.copy_(state.positions)
 
     # ------------------------------------------------------------------ views
+    def slots(self, state):
+        rows = self._rows_of_atoms()
+        mask = self._mask(rows)
+        neighbors = self._neighbors(rows, mask)
+        pos = state.positions
+        d = gather_rows(pos, neighbors) - pos[:, None, :]
+        box = torch.diagonal(state.cell, dim1=1, dim2=2)[state.system_idx][:, None, :]
+        shifts = -torch.round(d / box)
+        return neighbors, shifts, mask, d + shifts * box
+
     def _rows_of_atoms(self) -> torch.Tensor:
         """[N] the matrix row (lane) of each atom: rows are stored in cell order."""
         lanes = torch.empty_like(self.order)
@@ -170,22 +208,26 @@ class MinImageNeighborList(VerletList):
                                                 device=self.order.device)
         return lanes.long()
 
+    def _mask(self, rows: torch.Tensor) -> torch.Tensor:
+        k = torch.arange(self.index.shape[0], device=self.index.device)
+        return k[None, :] < self.count[rows][:, None]
+
+    def _neighbors(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        own = torch.arange(self.index.shape[1], device=self.index.device)[:, None]
+        lanes = self.index.T[rows].long()
+        return torch.where(mask, self.order.long()[lanes], own)
+
     @property
     def mask(self) -> torch.Tensor:
         """[N, K] bool: slot k of atom i holds a neighbour."""
-        k = torch.arange(self.index.shape[0], device=self.index.device)
-        return k[None, :] < self.count[self._rows_of_atoms()][:, None]
+        return self._mask(self._rows_of_atoms())
 
     @property
     def neighbors(self) -> torch.Tensor:
         """[N, K] int64 atom ids by atom, padded with the atom's own index."""
-        own = torch.arange(self.index.shape[1], device=self.index.device)[:, None]
-        lanes = self.index.T[self._rows_of_atoms()].long()
-        return torch.where(self.mask, self.order.long()[lanes], own)
+        rows = self._rows_of_atoms()
+        return self._neighbors(rows, self._mask(rows))
 
     def pair_vectors(self, state) -> torch.Tensor:
         """[N, K, 3] minimum-image r_j − r_i (zeros in padding slots)."""
-        box = torch.diagonal(state.cell, dim1=1, dim2=2)[state.system_idx][:, None, :]
-        pos = state.positions
-        d = gather_rows(pos, self.neighbors) - pos[:, None, :]
-        return d - box * torch.round(d / box)
+        return self.slots(state)[3]

@@ -2,7 +2,8 @@
 
 A pair (i, j, shift) means atom j seen through the periodic image ``shift`` (integer multiples
 of the cell rows): r_ij = r_j + shift @ cell - r_i, with |r_ij| < cutoff and (i, shift) != (j, 0).
-Positions need not be wrapped; shifts refer to the positions as given.
+Positions need not be wrapped; shifts refer to the positions as given. ``cutoff`` is a number
+or a tensor [S] with one cutoff per system.
 
 ``cell_list_pairs`` is the production search (linear in N); ``brute_force_pairs`` checks every
 pair over every needed image and is the reference in tests.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .frame import Frame, build_frame
+from .frame import BinningFrame, build_frame
 
 # Candidate pairs are processed in chunks of at most this many to bound memory.
 _CHUNK_CANDIDATES = 1 << 23
@@ -33,9 +34,15 @@ def _pair_vectors(positions, cell, system_idx, i, j, shift):
         "pi,pij->pj", shift.to(positions.dtype), cell[system_idx[i]])
 
 
+def _per_system(cutoff, cell: torch.Tensor) -> torch.Tensor:
+    """[S] cutoffs from a number or a per-system sequence/tensor."""
+    c = torch.as_tensor(cutoff, dtype=cell.dtype, device=cell.device).flatten()
+    return c.expand(cell.shape[0]) if c.numel() == 1 else c
+
+
 def _keep_within_cutoff(positions, cell, system_idx, i, j, shift, cutoff) -> Pairs:
     vec = _pair_vectors(positions, cell, system_idx, i, j, shift)
-    keep = (vec * vec).sum(-1) < cutoff * cutoff
+    keep = (vec * vec).sum(-1) < cutoff[system_idx[i]] ** 2
     keep &= (i != j) | (shift != 0).any(-1)
     return Pairs(i[keep], j[keep], shift[keep])
 
@@ -48,10 +55,12 @@ def _concat(parts: list[Pairs], device) -> Pairs:
                  torch.cat([p.shift for p in parts]))
 
 
-def brute_force_pairs(positions, cell, pbc, system_idx, cutoff: float) -> Pairs:
+def brute_force_pairs(positions, cell, pbc, system_idx, cutoff) -> Pairs:
     """Every atom pair of each system over every periodic image that can be within cutoff."""
+    cutoff = _per_system(cutoff, cell)
     frame = build_frame(positions, cell, pbc, system_idx)
-    reach = torch.where(pbc, torch.ceil(cutoff / frame.widths) + 1, torch.zeros_like(frame.widths))
+    reach = torch.where(pbc, torch.ceil(cutoff[:, None] / frame.widths) + 1,
+                        torch.zeros_like(frame.widths))
     parts = []
     for s in range(cell.shape[0]):
         atoms = torch.nonzero(system_idx == s).squeeze(1)
@@ -67,10 +76,10 @@ def brute_force_pairs(positions, cell, pbc, system_idx, cutoff: float) -> Pairs:
     return _concat(parts, positions.device)
 
 
-def _bin_counts(frame: Frame, cutoff: float, n_atoms_per_system) -> torch.Tensor:
-    """[S, 3] bins per direction: bins at least half the cutoff wide (5×5×5 stencils examine
-    fewer candidates than 3×3×3 stencils of cutoff-wide bins), at most ~2 per atom."""
-    nbins = torch.clamp(torch.floor(2 * frame.widths / cutoff), min=1).to(torch.int64)
+def _bin_counts(frame: BinningFrame, cutoff: torch.Tensor, n_atoms_per_system) -> torch.Tensor:
+    """[S, 3] bins per direction: bins at least half the cutoff [S] wide (5×5×5 stencils
+    examine fewer candidates than 3×3×3 stencils of cutoff-wide bins), at most ~2 per atom."""
+    nbins = torch.clamp(torch.floor(2 * frame.widths / cutoff[:, None]), min=1).to(torch.int64)
     limit = 2 * n_atoms_per_system + 8
     too_many = nbins.prod(dim=1) > limit
     while bool(too_many.any()):  # sparse systems (a gas, a molecule in a big box)
@@ -79,7 +88,7 @@ def _bin_counts(frame: Frame, cutoff: float, n_atoms_per_system) -> torch.Tensor
     return nbins
 
 
-def cell_list_pairs(positions, cell, pbc, system_idx, cutoff: float) -> Pairs:
+def cell_list_pairs(positions, cell, pbc, system_idx, cutoff) -> Pairs:
     """Cell-list search for a batch of systems of any size, shape and periodicity.
 
     Atoms are binned in fractional coordinates of each system's frame; with bins of width w
@@ -89,11 +98,12 @@ def cell_list_pairs(positions, cell, pbc, system_idx, cutoff: float) -> Pairs:
     """
     device = positions.device
     n_sys = cell.shape[0]
+    cutoff = _per_system(cutoff, cell)
     n_per = torch.bincount(system_idx, minlength=n_sys)
     frame = build_frame(positions, cell, pbc, system_idx)
     nbins = _bin_counts(frame, cutoff, n_per)  # [S, 3]
     bin_width = frame.widths / nbins
-    reach = torch.ceil(cutoff / bin_width).to(torch.int64)  # [S, 3]
+    reach = torch.ceil(cutoff[:, None] / bin_width).to(torch.int64)  # [S, 3]
     reach = torch.where(pbc, reach, torch.minimum(reach, nbins - 1))  # no wrap: stay inside
 
     # Global bin id of every atom, atoms sorted by it, start and count of each bin.
@@ -149,6 +159,7 @@ def cell_list_pairs(positions, cell, pbc, system_idx, cutoff: float) -> Pairs:
         cell_of = cell[system_idx[atoms]].repeat_interleave(offsets.shape[0], 0)
         image_cart = torch.einsum("pi,pij->pj", image.to(cell.dtype), cell_of)[slot]
         vec = positions[j] + image_cart - atom_image_cart[j] - (positions[i] - atom_image_cart[i])
-        keep = ((vec * vec).sum(-1) < cutoff * cutoff) & ((i != j) | (shift != 0).any(-1))
+        keep = ((vec * vec).sum(-1) < cutoff[system_idx[i]] ** 2) & \
+            ((i != j) | (shift != 0).any(-1))
         parts.append(Pairs(i[keep], j[keep], shift[keep]))
     return _concat(parts, device)

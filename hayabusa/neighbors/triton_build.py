@@ -133,19 +133,32 @@ STALE_BLOCK = 1024
 
 
 @triton.jit
-def mark_stale_kernel(pos_ptr, ref_ptr, flag_ptr, n_atoms, limit2, BLOCK: tl.constexpr):
-    """flag = 1 if some atom moved more than sqrt(limit2) since the build (one atomic per
-    program)."""
+def mark_stale_kernel(pos_ptr, ref_ptr, sys_ptr, cell_ptr, ref_cell_ptr, flag_ptr, n_atoms,
+                      half_skin, half_cutoff, BLOCK: tl.constexpr):
+    """flag = 1 if some atom is stale (one atomic per program): its position scaled by its
+    orthorhombic box's change since the build (L_ref/L per axis, from the [S, 3, 3] cells) is
+    farther than skin/2 − (cutoff/2)·|L_ref/L − 1| from where it was at the build."""
     a = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = a < n_atoms
+    s = tl.load(sys_ptr + a, mask=live, other=0)
     d2 = tl.zeros([BLOCK], dtype=tl.float64)
+    strain2 = tl.zeros([BLOCK], dtype=tl.float64)
     for c in tl.static_range(3):
-        d = tl.load(pos_ptr + 3 * a + c, mask=live, other=0.0) - \
+        scale = tl.load(ref_cell_ptr + 9 * s + 4 * c, mask=live, other=1.0) / \
+            tl.load(cell_ptr + 9 * s + 4 * c, mask=live, other=1.0)
+        d = tl.load(pos_ptr + 3 * a + c, mask=live, other=0.0) * scale - \
             tl.load(ref_ptr + 3 * a + c, mask=live, other=0.0)
         d2 += d * d
-    tl.atomic_max(flag_ptr, tl.max((d2 > limit2).to(tl.int32), axis=0))
+        strain2 += (scale - 1.0) * (scale - 1.0)
+    limit = half_skin - half_cutoff * tl.sqrt(strain2)
+    stale = live & ((d2 > limit * limit) | (limit <= 0.0))
+    tl.atomic_max(flag_ptr, tl.max(stale.to(tl.int32), axis=0))
 
 
-def launch_mark_stale(positions, reference, flag, n_atoms: int, limit2: float) -> None:
-    mark_stale_kernel[(triton.cdiv(n_atoms, STALE_BLOCK),)](positions, reference, flag,
-                                                            n_atoms, limit2, BLOCK=STALE_BLOCK)
+def launch_mark_stale(positions, reference, system_idx, cell, reference_cell, flag,
+                      n_atoms: int, skin: float, cutoff: float) -> None:
+    """OR "stale" into ``flag`` ([] int32, on the device) for ``positions`` [N, 3] against
+    ``reference`` [N, 3] (see ``mark_stale_kernel``)."""
+    mark_stale_kernel[(triton.cdiv(n_atoms, STALE_BLOCK),)](
+        positions, reference, system_idx, cell, reference_cell, flag, n_atoms, 0.5 * skin,
+        0.5 * cutoff, BLOCK=STALE_BLOCK)
