@@ -7,18 +7,19 @@ import torch
 from ase.build import bulk
 
 from hayabusa import ModelError, NeighborList, State
-from hayabusa.models import DeepPotSE, load_model, save_model
+from hayabusa.models import DeepPotSE, ModelPotential, load_model, save_model
 
 SMALL = {"embedding": (8, 16), "axis_neurons": 4, "fitting": (16, 16), "neighbor_norm": 20.0}
 
 
-def model(precision="float64", seed=0):
+def model(precision="float64", seed=0) -> ModelPotential:
+    """A small random DeepPot-SE for Cu/Ag as a Potential (its core is ``.model``)."""
     torch.manual_seed(seed)
     m = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, precision=precision, **SMALL)
+    m.set_reference_energies([-3.5, -2.8])
     with torch.no_grad():
-        m.e0.copy_(torch.tensor([-3.5, -2.8], dtype=torch.float64))
         m.dstd[:] = 0.5
-    return m.eval()
+    return ModelPotential(m).eval()
 
 
 def cuag(seed=0, repeat=2):
@@ -159,14 +160,15 @@ def test_energy_is_smooth_where_a_neighbour_crosses_the_cutoff():
 
 
 def test_forward_mode_tangent_is_the_derivative_of_the_net():
-    """ResidualMLP.forward_with_tangent: G equals the net's output and G' its derivative by s
+    """ops.tangent_reference: G equals the net's output and G' its derivative by s
     (autograd), through layers of every residual kind (same width, doubled, none)."""
     from hayabusa.models.deeppot import ResidualMLP
+    from hayabusa.models.ops import tangent_reference
 
     torch.manual_seed(0)
     net = ResidualMLP(1, [6, 6, 12, 5]).double()
     s = torch.linspace(0.0, 1.5, 40, dtype=torch.float64, requires_grad=True)
-    g, dg = net.forward_with_tangent(s)
+    g, dg = tangent_reference(s, *net.weights())
     reference = net(s[:, None])
     assert torch.allclose(g, reference, rtol=1e-14, atol=1e-14)
     columns = [torch.autograd.grad(reference[:, m].sum(), s, retain_graph=True)[0]
@@ -174,53 +176,35 @@ def test_forward_mode_tangent_is_the_derivative_of_the_net():
     assert torch.allclose(dg, torch.stack(columns, 1), rtol=1e-12, atol=1e-12)
 
 
-def test_md_in_blocks_with_fixed_sections_follows_eager_steps(monkeypatch):
-    """Blocks evaluate the model inside fixed_shapes() with the section widths fix_sizes chose
-    (a CUDA graph on a GPU); the trajectory is the eager one. A first sizing one slot too
-    narrow makes the first block overflow: it is undone, sized again and rerun."""
+def test_md_in_blocks_with_fixed_sections_follows_eager_steps():
+    """Blocks run with the type-section widths the neighbor list chose (fixed shapes: a CUDA
+    graph on a GPU); the trajectory is the eager one. Sections made one slot narrower than
+    the most neighbours of a type one atom has, before the first block (as when neighbours
+    crowd in during a run), make it overflow: it is undone, the sections grown, rerun."""
     from hayabusa.md import Simulation, VelocityVerlet, maxwell_boltzmann
-    from hayabusa.models import deeppot
+    from hayabusa.neighbors.typed import TypedSections
 
     m = model(seed=1)
 
-    def run(block_steps):
+    def run(block_steps, narrow=False):
         state = State.from_atoms(cuag(8), species=m.species)
         maxwell_boltzmann(state, 600.0, seed=2)
         sim = Simulation(state, m, VelocityVerlet(1.0), skin=0.5, block_steps=block_steps,
                          health_every=20)
+        sim.run(0)
+        if narrow:
+            nl = sim.neighbors
+            for request, sections in nl.sections.items():
+                most = sections.seen.tolist()
+                nl.sections[request] = TypedSections(request, [k - 1 for k in most],
+                                                     sections.types)
         sim.run(40)
         return sim
 
     eager = run(0)
-    first = [True]
-    width = deeppot.section_width
-
-    def narrow_once(most):
-        if first[0]:
-            first[0] = False
-            return most - 1
-        return width(most)
-
-    monkeypatch.setattr(deeppot, "section_width", narrow_once)
-    blocked = run(10)
+    blocked = run(10, narrow=True)
     assert blocked.blocks.replays > 40 // 10 and blocked.blocks.resized >= 1
-    assert not bool(m.sizes_overflowed())
+    assert not bool(blocked.neighbors.overflowed())
     assert (eager.state.positions - blocked.state.positions).abs().max() < 1e-9
     assert torch.allclose(eager.thermo()["conserved"], blocked.thermo()["conserved"],
                           rtol=1e-12)
-
-
-def test_slots_by_type_orders_each_row_like_a_stable_sort_by_type():
-    """Counting gives the order a stable sort of each row by (type, or outside last) gives,
-    with each type's first position and count."""
-    from hayabusa.models.deeppot import slots_by_type
-
-    g = torch.Generator().manual_seed(0)
-    inside = torch.rand(50, 23, generator=g) < 0.7
-    tj = torch.randint(0, 3, (50, 23), generator=g)
-    order, start, count = slots_by_type(inside, tj, 3)
-    key = torch.where(inside, tj, 3)
-    assert torch.equal(order.long(), torch.argsort(key, dim=1, stable=True))
-    expected = torch.stack([(key == t).sum(1) for t in range(3)], 1)
-    assert torch.equal(count.long(), expected)
-    assert torch.equal(start.long(), torch.cumsum(expected, 1) - expected)

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from hayabusa import InputError, ModelError, NeighborList, State, load_model
+from hayabusa import ModelError, NeighborList, State, load_model
 from hayabusa.materials import cubic_llzo
-from hayabusa.models import DeepPotSE, save_model
-from hayabusa.models.deeppot import SectionSizes, slots_by_type
-from hayabusa.potentials.base import fixed_shapes
+from hayabusa.models import DeepPotSE, ModelPotential, save_model
+from hayabusa.neighbors.typed import TypedSections
 from hayabusa.train import load_frames, split
 
 LLZO = Path(__file__).resolve().parent.parent / "examples" / "llzo"
@@ -44,10 +43,10 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def float64_twin(model) -> DeepPotSE:
-    twin = DeepPotSE(**{**model.config, "precision": "float64"})
-    twin.load_state_dict(model.state_dict())
-    return twin.eval()
+def float64_twin(model) -> ModelPotential:
+    twin = DeepPotSE(**{**model.model.config, "precision": "float64"})
+    twin.load_state_dict(model.model.state_dict())
+    return ModelPotential(twin).eval()
 
 
 def evaluate(model, atoms, stress=False):
@@ -68,7 +67,7 @@ def test_model_file_and_dataset_say_what_the_labels_are(model, metrics):
     assert "surrogate of PBE" in meta["label_reference"] and "not DFT" in meta["label_reference"]
     assert meta["dataset_sha256"] == metrics["dataset"]["sha256"] == sha256(DATASET)
     assert metrics["model"]["sha256"] == sha256(MODEL)
-    assert metrics["model"]["config"] == model.config
+    assert metrics["model"]["config"] == model.model.config
     text = DATASET.read_text(encoding="utf-8")
     refs = re.findall(r'label_reference="([^"]*)"', text)
     assert len(refs) == metrics["dataset"]["frames"] == len(re.findall(r"Lattice=", text))
@@ -116,56 +115,58 @@ def test_forces_and_stress_are_energy_derivatives(model):
     assert float((res32.forces - res.forces).abs().max()) < 1e-3
 
 
+def widened(neighbors, state, request, extra: int) -> None:
+    """Give ``request``'s type sections ``extra`` more (empty) columns each."""
+    sections = neighbors.sections[request]
+    neighbors.sections[request] = TypedSections(request, [w + extra for w in sections.sel],
+                                                sections.types)
+
+
 def test_embedding_paths_agree_in_value_and_gradient(model):
-    """T and its gradients by s and R̂ are the same on every path: per-type sections of the
-    slots within r_cut (eager) or every slot masked by type (inside a CUDA graph), each by
-    autograd through the nets (training) or by the forward-mode tangent (inference). In the
-    float64 twin: the paths sum in other orders, which the float32 model would resolve."""
-    model = float64_twin(model)
+    """T and its gradients by s and R̂ are the same on every path: autograd through the nets
+    (training) or the forward-mode tangent operator (inference), on sections of the widths
+    the list chose or wider ones (empty columns add nothing). In the float64 twin: the paths
+    sum in other orders, which the float32 model would resolve."""
+    core = float64_twin(model).model
     atoms = rattled_cell(seed=4)
-    state = State.from_atoms(atoms, species=model.species)
-    neighbors = NeighborList(model.cutoff, skin=1.0).build(state)  # slots beyond r_cut too
-    env, s, inside, _, tj = model.environment(state, neighbors)
-    env, s = env.detach().requires_grad_(True), s.detach().requires_grad_(True)
-    assert bool((~inside).any()) and len(set(tj[inside].tolist())) == len(model.species)
+    state = State.from_atoms(atoms, species=core.species)
+    neighbors = NeighborList(core.cutoff, skin=1.0).build(state)  # slots beyond r_cut too
     weight = None
     results = []
-    full_width = SectionSizes(SectionSizes.key_of(state), state.atomic_numbers,
-                              [s.shape[1]] * len(model.species), [])
-    for training in (True, False):
-        model.train(training)
-        for sizes in (None, full_width):
-            t_mat = model.contraction(env, s, inside, tj, sizes)
+    for extra in (0, 5):
+        if extra:
+            widened(neighbors, state, core.typed_request, extra)
+        typed = neighbors.typed(state, core.typed_request)
+        assert len(set(typed.types.tolist())) == len(core.species)
+        env, s = core.environment(state.positions, state.cell, typed.types, state.system_idx,
+                                  typed.index, typed.shifts, False)
+        env, s = env.detach().requires_grad_(True), s.detach().requires_grad_(True)
+        for fused in (False, True):
+            t_mat = core.contraction(s, env, list(typed.sel), fused)
             if weight is None:
                 weight = torch.randn(t_mat.shape, generator=torch.Generator().manual_seed(0),
                                      dtype=t_mat.dtype)
-            results.append((t_mat, *torch.autograd.grad((t_mat * weight).sum(), (s, env))))
-    model.eval()
+            grads = torch.autograd.grad((t_mat * weight).sum(), (s, env))
+            real = typed.index >= 0  # gradients of empty columns are zero on every path
+            results.append((t_mat, grads[0][real], grads[1][real]))
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
             assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_fixed_sections_give_the_same_energy_and_forces(model):
-    """Inside fixed_shapes() (as in a CUDA graph) the per-type sections have the widths that
-    fix_sizes chose (wider than needed) and each type's atoms come from it; the same networks
-    run on the same pairs and atoms, so the float32 model agrees to a few of its ulps (atom
-    energies ~15 eV: ulp 1e-6 eV)."""
+def test_wider_sections_give_the_same_energy_and_forces(model):
+    """Sections wider than needed (as after they grew during a run) hold the same pairs and
+    the same atoms, so the float32 model agrees to a few of its ulps (atom energies ~15 eV:
+    ulp 1e-6 eV)."""
     atoms = rattled_cell(seed=5)
     state = State.from_atoms(atoms, species=model.species)
     neighbors = NeighborList(model.cutoff, skin=1.0).build(state)
     exact = model(state, neighbors)
-    with fixed_shapes():
-        with pytest.raises(InputError, match="fix_sizes"):
-            model(state, neighbors)
-        widths = model.fix_sizes(state, neighbors)
-        fixed = model(state, neighbors)
-    _, _, inside, _, tj = model.environment(state, neighbors)
-    most = slots_by_type(inside, tj, len(model.species))[2].amax(0)
-    assert all(w > m for w, m in zip(widths, most.tolist(), strict=True))
-    assert not bool(model.sizes_overflowed())
-    assert torch.allclose(exact.atom_energy, fixed.atom_energy, rtol=0, atol=1e-5)
-    assert torch.allclose(exact.forces, fixed.forces, rtol=0, atol=1e-5)
+    widened(neighbors, state, model.model.typed_request, 7)
+    wide = model(state, neighbors)
+    assert not bool(neighbors.overflowed())
+    assert torch.allclose(exact.atom_energy, wide.atom_energy, rtol=0, atol=1e-5)
+    assert torch.allclose(exact.forces, wide.forces, rtol=0, atol=1e-5)
 
 
 def test_recorded_test_metrics_match_reevaluation(model, metrics):

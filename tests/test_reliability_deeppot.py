@@ -9,7 +9,7 @@ import torch
 from ase import Atoms
 
 from hayabusa import NeighborList, State
-from hayabusa.models import DeepPotSE
+from hayabusa.models import DeepPotSE, ModelPotential
 from hayabusa.models.deeppot import smooth_inverse
 
 R_SMTH, R_CUT = 2.0, 4.0
@@ -65,7 +65,7 @@ def model():
                   fitting=(16, 16), neighbor_norm=20.0)
     with torch.no_grad():
         m.dstd[:] = 0.5
-    return m.eval()
+    return ModelPotential(m).eval()
 
 
 def energy_and_force(m, r: float) -> tuple[float, float]:

@@ -1,5 +1,5 @@
 """The DeepPot-SE environment matrix from pair vectors in one Triton kernel, and its backward
-in another (GPU path of ``DeepPotSE.environment``).
+in another: the CUDA kernels of ``ops.environment`` and ``ops.environment_backward``.
 
 Per slot (pair vector v, r = |v|, within r_cut and a real neighbour):
     s = sw(u)/r, u = (r − r_smth)/(r_cut − r_smth) clamped to [0, 1], sw = u³(−6u² + 15u − 10) + 1
@@ -8,7 +8,7 @@ and zero elsewhere. Backward, from g₀ = ∂E/∂R̂₀/σ₀ + ∂E/∂s and g
     ∂E/∂v_b = (v_b/r)(g₀ s′ + q′ Σ_a g_a v_a) + q g_b,   q = s/r, q′ = s′/r − s/r².
 Hand-written because the PyTorch form is ~40 kernels forward and as many backward on
 [N, K] tensors, which at 10⁴ atoms cost more in launches than in arithmetic (see DESIGN.md,
-performance); ``DeepPotSE.environment`` keeps that form for the CPU.
+performance); ``ops.environment_reference`` keeps that form for the CPU and the tests.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def _slot(vec_ptr, mask_ptr, slots, live, r_cut2):
 
 
 @triton.jit
-def environment_kernel(vec_ptr, mask_ptr, inv_std_ptr, s_ptr, env_ptr, inside_ptr, n_slots,
-                       k_slots, r_smth, r_cut, BLOCK: tl.constexpr):
+def environment_kernel(vec_ptr, mask_ptr, inv_std_ptr, s_ptr, env_ptr, n_slots, k_slots, r_smth,
+                       r_cut, BLOCK: tl.constexpr):
     slots = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = slots < n_slots
     x, y, z, r, inside = _slot(vec_ptr, mask_ptr, slots, live, r_cut * r_cut)
@@ -54,7 +54,6 @@ def environment_kernel(vec_ptr, mask_ptr, inv_std_ptr, s_ptr, env_ptr, inside_pt
     q = s / r
     atom = slots // k_slots
     tl.store(s_ptr + slots, s, mask=live)
-    tl.store(inside_ptr + slots, inside.to(tl.int8), mask=live)
     tl.store(env_ptr + 4 * slots, s * tl.load(inv_std_ptr + 4 * atom, mask=live), mask=live)
     tl.store(env_ptr + 4 * slots + 1, q * x * tl.load(inv_std_ptr + 4 * atom + 1, mask=live),
              mask=live)
@@ -91,37 +90,28 @@ def environment_backward_kernel(vec_ptr, mask_ptr, inv_std_ptr, grad_s_ptr, grad
     tl.store(grad_vec_ptr + 3 * slots + 2, radial * z + q * gz, mask=live)
 
 
-class EnvironmentMatrix(torch.autograd.Function):
-    """(s [N, K], R̂ [N, K, 4], inside [N, K] bool) from pair vectors ``vec`` [N, K, 3],
-    the neighbour ``mask`` [N, K] and the centre atoms' 1/σ ``inv_std`` [N, 4]."""
+def environment_forward(vec, mask, inv_std, r_smth: float, r_cut: float):
+    """(s [N, K], R̂ [N, K, 4]) from pair vectors ``vec`` [N, K, 3], the neighbour ``mask``
+    [N, K] and the centre atoms' 1/σ ``inv_std`` [N, 4]."""
+    vec, mask = vec.contiguous(), mask.contiguous()
+    inv_std = inv_std.to(vec.dtype).contiguous()
+    n, k = mask.shape
+    s = torch.empty(n, k, dtype=vec.dtype, device=vec.device)
+    env = torch.empty(n, k, 4, dtype=vec.dtype, device=vec.device)
+    if s.numel():
+        environment_kernel[(triton.cdiv(n * k, BLOCK),)](
+            vec, mask, inv_std, s, env, n * k, k, r_smth, r_cut, BLOCK=BLOCK)
+    return s, env
 
-    @staticmethod
-    def forward(ctx, vec, mask, inv_std, r_smth: float, r_cut: float):
-        vec, inv_std = vec.contiguous(), inv_std.to(vec.dtype).contiguous()
-        mask = mask.contiguous()
-        n, k = mask.shape
-        s = torch.empty(n, k, dtype=vec.dtype, device=vec.device)
-        env = torch.empty(n, k, 4, dtype=vec.dtype, device=vec.device)
-        inside = torch.empty(n, k, dtype=torch.int8, device=vec.device)
-        if s.numel():
-            environment_kernel[(triton.cdiv(n * k, BLOCK),)](
-                vec, mask, inv_std, s, env, inside, n * k, k, r_smth, r_cut, BLOCK=BLOCK)
-        ctx.save_for_backward(vec, mask, inv_std)
-        ctx.cutoffs = (r_smth, r_cut)
-        inside = inside.bool()
-        ctx.mark_non_differentiable(inside)
-        return s, env, inside
 
-    @staticmethod
-    def backward(ctx, grad_s, grad_env, _):
-        vec, mask, inv_std = ctx.saved_tensors
-        n, k = mask.shape
-        grad_s = torch.zeros_like(mask, dtype=vec.dtype) if grad_s is None else grad_s
-        grad_env = torch.zeros(n, k, 4, dtype=vec.dtype, device=vec.device) \
-            if grad_env is None else grad_env
-        grad_vec = torch.empty_like(vec)
-        if grad_vec.numel():
-            environment_backward_kernel[(triton.cdiv(n * k, BLOCK),)](
-                vec, mask, inv_std, grad_s.contiguous(), grad_env.contiguous(), grad_vec,
-                n * k, k, *ctx.cutoffs, BLOCK=BLOCK)
-        return grad_vec, None, None, None, None
+def environment_backward(vec, mask, inv_std, grad_s, grad_env, r_smth: float, r_cut: float):
+    """∂E/∂vec [N, K, 3] from ∂E/∂s [N, K] and ∂E/∂R̂ [N, K, 4]."""
+    vec, mask = vec.contiguous(), mask.contiguous()
+    inv_std = inv_std.to(vec.dtype).contiguous()
+    n, k = mask.shape
+    grad_vec = torch.empty_like(vec)
+    if grad_vec.numel():
+        environment_backward_kernel[(triton.cdiv(n * k, BLOCK),)](
+            vec, mask, inv_std, grad_s.contiguous(), grad_env.contiguous(), grad_vec, n * k, k,
+            r_smth, r_cut, BLOCK=BLOCK)
+    return grad_vec

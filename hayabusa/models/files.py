@@ -1,6 +1,8 @@
-"""Model files: one file with weights, architecture config, species, cutoff, units, package
-version, metadata (e.g. what the training labels are; ``model.metadata`` after loading) and a
-checksum. Loading a corrupt or incompatible file is a ModelError."""
+"""Model files: one file with the model kind (``models.registry``), weights, architecture
+config, species, cutoff, units, package version, metadata (e.g. what the training labels are;
+``model.metadata`` after loading) and a checksum. Loading a corrupt or incompatible file is a
+ModelError. ``load_model`` gives the model as a Potential (``ModelPotential``); ``load_core``
+the core itself."""
 
 from __future__ import annotations
 
@@ -17,10 +19,15 @@ from ..files import load_torch, write_atomic
 FORMAT = "hayabusa-model-1"
 
 
-def _classes() -> dict:
-    from .deeppot import DeepPotSE
+def _kind_of(payload: dict):
+    """The registered kind a file names ("kind"; files before the registry name the class)."""
+    from .registry import kinds
 
-    return {"DeepPotSE": DeepPotSE}
+    name = payload.get("kind")
+    for kind in kinds().values():
+        if kind.name == name or (name is None and kind.core.__name__ == payload.get("class")):
+            return kind
+    return None
 
 
 def _checksum(config: dict, weights: dict, metadata: dict | None = None) -> str:
@@ -40,28 +47,38 @@ def save_model(model, path, metadata: dict | None = None) -> Path:
     from .. import __version__
 
     path = Path(path)
+    model = getattr(model, "model", model)  # a ModelPotential stores its core
     if metadata is None:
         metadata = getattr(model, "metadata", None) or {}
     metadata = json.loads(json.dumps(metadata))  # plain JSON types, or TypeError now
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, "version": __version__, "class": type(model).__name__,
-               "config": model.config, "units": "metal", "cutoff": model.cutoff,
-               "species": list(model.species), "weights": weights, "metadata": metadata,
-               "checksum": _checksum(model.config, weights, metadata)}
+    payload = {"format": FORMAT, "version": __version__, "kind": model.kind,
+               "class": type(model).__name__, "config": model.config, "units": "metal",
+               "cutoff": model.cutoff, "species": list(model.species), "weights": weights,
+               "metadata": metadata, "checksum": _checksum(model.config, weights, metadata)}
     return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_model(path, device="cpu"):
-    """The Potential stored in ``path`` (on ``device``, in eval mode). A missing, damaged or
-    incompatible file is a ModelError naming it."""
+    """The model stored in ``path`` as a Potential (on ``device``, in eval mode). A missing,
+    damaged or incompatible file is a ModelError naming it."""
+    from .potential import ModelPotential
+
+    return ModelPotential(load_core(path, device))
+
+
+def load_core(path, device="cpu"):
+    """The model core stored in ``path`` (on ``device``, in eval mode); see ``load_model``."""
     path = Path(path)
     payload = load_torch(path, "model file", ModelError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not a hayabusa model file (expected format {FORMAT})")
-    cls = _classes().get(payload.get("class"))
-    if cls is None:
-        raise ModelError(f"{path}: unknown model class {payload.get('class')!r} (written by "
-                         f"hayabusa {payload.get('version')})")
+    kind = _kind_of(payload)
+    if kind is None:
+        raise ModelError(f"{path}: unknown model kind "
+                         f"{payload.get('kind', payload.get('class'))!r} (written by hayabusa "
+                         f"{payload.get('version')})")
+    cls = kind.core
     missing = [k for k in ("config", "weights", "checksum") if k not in payload]
     if missing:
         raise ModelError(f"{path}: incomplete model file (no {', '.join(missing)})")
@@ -79,9 +96,13 @@ def load_model(path, device="cpu"):
                          f"{__version__} ({first_line(exc)}; written by hayabusa "
                          f"{payload.get('version')})") from None
     try:
-        model.load_state_dict(payload["weights"])
+        missing, unexpected = model.load_state_dict(payload["weights"], strict=False)
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not fit the stored architecture "
                          f"({str(exc).splitlines()[0]})") from None
+    missing = [k for k in missing if k not in getattr(model, "optional_state", ())]
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not fit the stored architecture (missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]})")
     model.metadata = metadata
     return model.to(device).eval()

@@ -2,7 +2,8 @@
 
 The input of an embedding net is the scalar s(r), so the derivative of its output G by s can
 be carried forward with G through the layers (forward mode: t' = (1 − t²)·(x' W) for a layer
-t = tanh(x W + b)). ``deeppot.TangentContraction`` then needs no reverse pass through the net.
+t = tanh(x W + b)). ``ops.tangent_contraction`` (whose CUDA kernel this is) then needs no
+reverse pass through the net.
 Hand-written because PyTorch runs each layer as several [slots, M] kernels (matmul, bias,
 tanh, residual, the tangent's products), each a full pass over memory; here a layer is one
 kernel (see DESIGN.md, performance).
@@ -13,7 +14,7 @@ tiled matmul of the layer's input (x and x' together) and weights, with the tanh
 residual and the tangent's product in its epilogue; the first layer is computed from s inside
 the second's launch. Only the tile's two accumulators stay in registers: a single kernel for
 all layers kept every activation of a tile live and spilled (sm_90, Triton 3.6). Other shapes
-take the PyTorch path (``ResidualMLP.forward_with_tangent``).
+take the PyTorch path (``ops.tangent_reference``).
 """
 
 from __future__ import annotations
@@ -28,25 +29,6 @@ def kernel_supports(widths: list[int]) -> bool:
     more), w > 2 (a first layer of width 1 or 2 has a residual from s, not handled here)."""
     return len(widths) >= 2 and widths[0] > 2 and \
         all(b == 2 * a for a, b in zip(widths, widths[1:], strict=False))
-
-
-class EmbeddingWeights:
-    """The embedding nets of all neighbour types stacked for the kernel: ``w1``, ``b1``
-    [T, w] (first layer); ``layers``: for each later layer (W [T, K, 2K], b [T, 2K]), K its
-    input width."""
-
-    def __init__(self, nets, dtype: torch.dtype):
-        widths = [layer.out_features for layer in nets[0].layers]
-        if not kernel_supports(widths):
-            raise ValueError(f"tangent embedding kernel: widths {widths} are not w, 2w, 4w, …")
-
-        def stacked(layer: int, bias: bool) -> torch.Tensor:
-            tensors = [net.layers[layer].bias if bias else net.layers[layer].weight.T
-                       for net in nets]
-            return torch.stack([x.detach().to(dtype).contiguous() for x in tensors])
-
-        self.w1, self.b1 = stacked(0, False)[:, 0], stacked(0, True)
-        self.layers = [(stacked(li, False), stacked(li, True)) for li in range(1, len(widths))]
 
 
 @triton.jit
@@ -149,19 +131,23 @@ SHAPES = {torch.float64: {"BM": 16, "BN": 64, "BK": 16, "STAGES": 2, "num_warps"
           torch.float32: {"BM": 32, "BN": 64, "BK": 16, "STAGES": 0, "num_warps": 4}}
 
 
-def embedding_with_tangent(s: torch.Tensor, t: int, weights: EmbeddingWeights):
-    """(G, dG/ds) [*s.shape, M] of type t's embedding net (``weights``' dtype)."""
-    x = s.reshape(-1).to(weights.w1.dtype).contiguous()
+def embedding_with_tangent(s: torch.Tensor, weights: list[torch.Tensor],
+                           biases: list[torch.Tensor]):
+    """(G, dG/ds) [*s.shape, M] of an embedding net with ``nn.Linear`` weights [out, in] and
+    biases per layer (widths w, 2w, 4w, …; see ``kernel_supports``), in the weights' dtype."""
+    dtype = weights[0].dtype
+    x = s.reshape(-1).to(dtype).contiguous()
     dx = x  # not read while FROM_S
     n = x.numel()
-    shape = SHAPES[x.dtype]
-    for layer, (w, b) in enumerate(weights.layers):
+    shape = SHAPES[dtype]
+    w1, b1 = weights[0][:, 0].contiguous(), biases[0].contiguous()
+    for layer, (w, b) in enumerate(zip(weights[1:], biases[1:], strict=True)):
         k = w.shape[1]
-        y = torch.empty(n, 2 * k, dtype=x.dtype, device=x.device)
+        y = torch.empty(n, 2 * k, dtype=dtype, device=x.device)
         dy = torch.empty_like(y)
         if n:
             grid = (triton.cdiv(n, shape["BM"]) * triton.cdiv(2 * k, shape["BN"]),)
-            doubling_layer_kernel[grid](x, dx, weights.w1[t], weights.b1[t], w[t], b[t], y, dy,
+            doubling_layer_kernel[grid](x, dx, w1, b1, w.T.contiguous(), b.contiguous(), y, dy,
                                         n, K=k, KP=max(16, triton.next_power_of_2(k)),
                                         FROM_S=layer == 0, **shape)
         x, dx = y, dy

@@ -3,45 +3,26 @@
 ``potential(state, neighbors, compute_stress=False) -> PotentialResult`` with ``energy`` [S]
 (float64), ``forces`` [N, 3], optional ``stress`` [S, 3, 3] (energy/length³, the ASE sign
 convention σ = (1/V) ∂E/∂ε, kinetic part excluded) and ``atom_energy`` [N]. A potential
-declares its ``cutoff`` (0: needs no neighbor list) and the species it accepts.
-
-Steps that run without host synchronisation (``StepBlocks``, captured in a CUDA graph on a
-GPU) evaluate potentials inside ``fixed_shapes()``: a potential whose intermediate shapes
-depend on the data (DeepPot-SE's per-type neighbour sections) sizes them on the host
-beforehand in ``fix_sizes`` and flags on the device when they proved too small
-(``sizes_overflowed``); the block is then undone and run again with larger sizes.
+declares its ``cutoff`` (0: needs no neighbor list), the species it accepts and, through
+``neighbor_requests``, the grouped-by-type neighbour views it reads (``neighbors.typed``), so
+the neighbor list that serves it can size them before the first step. A potential has no
+data-dependent shapes and no host synchronisation inside ``forward`` (it may be captured in a
+CUDA graph); everything whose size depends on the data comes from the neighbor list.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from dataclasses import dataclass
 
 import ase.data
 import torch
 
+from ..neighbors import TypedRequest
 from ..state import raise_for_atom
 
-_FIXED = threading.local()
-
-
-@contextlib.contextmanager
-def fixed_shapes():
-    """Force evaluations inside take their data-dependent shapes from ``fix_sizes`` and do not
-    synchronise with the host (as they must inside a CUDA graph)."""
-    before = getattr(_FIXED, "active", False)
-    _FIXED.active = True
-    try:
-        yield
-    finally:
-        _FIXED.active = before
-
-
-def shapes_fixed(x: torch.Tensor) -> bool:
-    """True inside ``fixed_shapes()`` or while a CUDA graph is captured on ``x``'s device."""
-    return getattr(_FIXED, "active", False) or (x.is_cuda and
-                                                 torch.cuda.is_current_stream_capturing())
+#: compute precisions: float64; float32 (float32 terms, float64 sums of systems); mixed
+#: (float64 geometry, float32 networks, float64 sums) — models accept all three
+PRECISIONS = ("float64", "float32", "mixed")
 
 
 @dataclass
@@ -57,11 +38,14 @@ class Potential(torch.nn.Module):
 
     ``species`` (atomic numbers) is None for potentials that read the state's type ids
     directly (pair potentials with per-type parameters); ``n_types`` bounds those ids.
+    ``core_radius`` (length): pairs closer than this mean the simulation has failed (the
+    health check of ``md.Simulation``); 0 turns the check off.
     """
 
     cutoff: float = 0.0
     species: tuple[int, ...] | None = None
     n_types: int | None = None
+    core_radius: float = 0.0
 
     def check_state(self, state) -> None:
         """Raise InputError naming the system and atom this potential cannot handle."""
@@ -76,13 +60,6 @@ class Potential(torch.nn.Module):
                 f"has type id {int(state.type_ids[a])} but the potential has parameters for "
                 f"{self.n_types} types"))
 
-    def fix_sizes(self, state, neighbors) -> tuple:
-        """Size the shapes used inside ``fixed_shapes()`` from ``state`` (host side, may
-        synchronise; before a block is captured and after one overflowed). Returns those
-        sizes; graphs captured with other sizes are dropped. Default: none."""
+    def neighbor_requests(self) -> tuple[TypedRequest, ...]:
+        """The grouped-by-type neighbour views ``forward`` reads (default: none)."""
         return ()
-
-    def sizes_overflowed(self) -> torch.Tensor | None:
-        """[] bool on the device: an evaluation inside ``fixed_shapes()`` since the last
-        ``fix_sizes`` needed larger sizes (its results are wrong). None: cannot happen."""
-        return None

@@ -12,17 +12,14 @@ class SumPotential(Potential):
         super().__init__()
         self.terms = torch.nn.ModuleList(terms)
         self.cutoff = max(t.cutoff for t in terms)
+        self.core_radius = max(t.core_radius for t in terms)
 
     def check_state(self, state) -> None:
         for t in self.terms:
             t.check_state(state)
 
-    def fix_sizes(self, state, neighbors) -> tuple:
-        return tuple(t.fix_sizes(state, neighbors) for t in self.terms)
-
-    def sizes_overflowed(self) -> torch.Tensor | None:
-        flags = [f for f in (t.sizes_overflowed() for t in self.terms) if f is not None]
-        return torch.stack(flags).any() if flags else None
+    def neighbor_requests(self):
+        return tuple(dict.fromkeys(r for t in self.terms for r in t.neighbor_requests()))
 
     def forward(self, state, neighbors, compute_stress: bool = False) -> PotentialResult:
         results = [t(state, neighbors, compute_stress) for t in self.terms]

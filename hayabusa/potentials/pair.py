@@ -16,13 +16,13 @@ import torch
 
 from ..errors import InputError
 from ..state import sum_over_systems
-from .base import Potential, PotentialResult
+from .base import PRECISIONS, Potential, PotentialResult
 
 TRUNCATIONS = ("none", "shift", "shift_force")
 # "float64": pair terms in the state's dtype. "float32": pair vectors are formed in the state's
 # dtype (float64 positions keep their precision), the pair terms and per-atom sums run in
-# float32, and system energies and virials are accumulated in float64.
-PRECISIONS = ("float64", "float32")
+# float32, and system energies and virials are accumulated in float64 ("mixed" is the same
+# for a pair potential, which has no network).
 
 
 def type_matrix(value, n_types: int, name: str) -> torch.Tensor:
@@ -46,7 +46,7 @@ class PairPotential(Potential, metaclass=abc.ABCMeta):
             raise InputError(f"truncation must be one of {list(TRUNCATIONS)}, got {truncation!r}")
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
+        self.precision = "float32" if precision == "mixed" else precision
         if n_types is None:
             n_types = max(torch.as_tensor(v).shape[0] if torch.as_tensor(v).ndim else 1
                           for v in [*params.values(), cutoff])
@@ -104,12 +104,14 @@ class LennardJones(PairPotential):
     """u(r) = 4ε[(σ/r)¹² − (σ/r)⁶]; ε, σ, cutoff scalars or [T, T] per type pair.
 
     On a CUDA device with a MinImageNeighborList, energy and forces come from one fused Triton
-    kernel (``triton_pair``); stress and every other case use the PyTorch path."""
+    kernel (``triton_pair``); stress and every other case use the PyTorch path. Core radius
+    σ_min/2, where u ≈ 1.6·10⁴ ε."""
 
     def __init__(self, epsilon=1.0, sigma=1.0, cutoff=2.5, truncation: str = "shift",
                  n_types: int | None = None, precision: str = "float64"):
         super().__init__({"epsilon": epsilon, "sigma": sigma}, cutoff, truncation, n_types,
                          precision)
+        self.core_radius = 0.5 * float(self.sigma.min())
         rc = self.cutoff_matrix
         table = torch.stack([4 * self.epsilon, self.sigma**2, rc**2, rc, self.u_at_cutoff,
                              self.du_at_cutoff], dim=-1)
@@ -135,12 +137,14 @@ class LennardJones(PairPotential):
 
 
 class Morse(PairPotential):
-    """u(r) = D[e^{−2α(r−r0)} − 2e^{−α(r−r0)}]; D, α, r0, cutoff scalars or per type pair."""
+    """u(r) = D[e^{−2α(r−r0)} − 2e^{−α(r−r0)}]; D, α, r0, cutoff scalars or per type pair.
+    Core radius min(r0 − 3/α) (u ≈ 360 D there), at least 0."""
 
     def __init__(self, D=1.0, alpha=1.0, r0=1.0, cutoff=5.0, truncation: str = "shift",
                  n_types: int | None = None, precision: str = "float64"):
         super().__init__({"D": D, "alpha": alpha, "r0": r0}, cutoff, truncation, n_types,
                          precision)
+        self.core_radius = max(0.0, float((self.r0 - 3.0 / self.alpha).min()))
 
     def pair(self, r, p):
         e = torch.exp(-p["alpha"] * (r - p["r0"]))
