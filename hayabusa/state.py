@@ -92,7 +92,7 @@ class State:
 
     def wrap(self) -> State:
         """Wrap positions into the cell in place along periodic directions; returns self."""
-        self.positions = self.wrapped_positions()
+        self.positions.copy_(self.wrapped_positions())
         return self
 
     @classmethod

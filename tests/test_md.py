@@ -111,23 +111,21 @@ def mixed_batch():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: VelocityVerlet(0.004, units="lj"),
-    lambda: NoseHooverChain(0.004, [1.0, 1.2, 0.9], tau=0.2, units="lj"),
+    lambda temperature: VelocityVerlet(0.004, units="lj"),
+    lambda temperature: NoseHooverChain(0.004, temperature, tau=0.2, units="lj"),
 ])
 def test_batch_evolves_as_separate_systems(make):
     systems = mixed_batch()
     batch = State.from_atoms(systems, units="lj")
-    maxwell_boltzmann(batch, [1.0, 1.2, 0.9], units="lj", seed=5)
-    Simulation(batch, lj_shift_force(), make(), units="lj").run(200)
+    targets = [1.0, 1.2, 0.9]
+    maxwell_boltzmann(batch, targets, units="lj", seed=5)
+    Simulation(batch, lj_shift_force(), make(targets), units="lj").run(200)
     start = 0
     for s, atoms in enumerate(systems):
         single = State.from_atoms(atoms, units="lj")
         n = single.n_atoms
         single.velocities = batch_velocities_at_start(systems, s)
-        integrator = make()
-        if isinstance(integrator, NoseHooverChain):
-            integrator.temperature = [1.0, 1.2, 0.9][s]
-        Simulation(single, lj_shift_force(), integrator, units="lj").run(200)
+        Simulation(single, lj_shift_force(), make(targets[s]), units="lj").run(200)
         assert torch.allclose(single.positions, batch.positions[start:start + n],
                               atol=1e-10, rtol=0)
         start += n

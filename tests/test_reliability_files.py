@@ -97,10 +97,6 @@ def test_md_restart_from_truncated_checkpoint(md_run, tmp_path, capsys, damage):
     assert traj.read_bytes() == before  # nothing appended
 
 
-@pytest.mark.xfail(strict=True, reason="md/simulation.py Simulation.load_checkpoint reads with "
-                   "torch.load, which does not check the zip CRCs: damaged tensor bytes load as "
-                   "wrong numbers (fix: d = hayabusa.files.load_torch(path, 'hayabusa "
-                   "checkpoint', map_location=self.state.device))")
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
 def test_md_restart_from_damaged_checkpoint(md_run, tmp_path, capsys, fraction):
     config, work, _ = copy_run(md_run, tmp_path)

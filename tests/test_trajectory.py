@@ -34,8 +34,16 @@ def make_sim(units: str = "metal") -> SimpleNamespace:
     water.cell = [[8.0, 0.0, 0.0], [0.5, 9.0, 0.0], [0.0, 0.0, 10.0]]
     water.pbc = [True, True, False]
     state = State.from_atoms([bulk("Cu", "fcc", a=3.6, cubic=True), water], units=units)
-    sim = SimpleNamespace(step=0, time=0.0, state=state, units=get_units(units), result=None)
+    sim = SimpleNamespace(step=0, time=0.0, state=state, units=get_units(units), result=None,
+                          run_id="test-run")
     sim.kinetic_energy = lambda: _kinetic_energy(sim.state, sim.units)
+
+    def thermo():
+        ke, pe = sim.kinetic_energy(), sim.result.energy
+        return {"pe": pe, "ke": ke, "etotal": pe + ke, "conserved": pe + ke + 1.0,
+                "temp": ke * 100.0}
+
+    sim.thermo = thermo
     return sim
 
 

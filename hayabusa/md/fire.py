@@ -88,7 +88,7 @@ class FIRE:
         scale = torch.clamp(self.max_step / longest.clamp(min=1e-300), max=1.0)
         moving = (~self.converged).to(st.dtype)
         st.positions += dr * (scale * moving)[sys, None]
-        st.velocities = v * moving[sys, None]
+        st.velocities.copy_(v * moving[sys, None])
         previous = self.result.energy
         self.result = self.forces(st)
         self.n_steps += 1

@@ -3,7 +3,9 @@
 Both follow the reporter protocol of the Simulation loop: ``interval``,
 ``start(sim)``, ``report(sim)``, ``finish(sim)``. They read ``sim.step``, ``sim.time`` (unit
 system's time unit), ``sim.state``, ``sim.result.energy`` [S], ``sim.result.forces`` [N, 3],
-``sim.units`` and (H5MD only) ``sim.kinetic_energy()`` [S].
+``sim.units``, ``sim.run_id`` and (H5MD only) ``sim.thermo()``. ``system``: write only that
+system of the batch (stored as system 0), else every system. Each file records the run id;
+appending to a file of another run is an InputError.
 
 Files are never overwritten unless ``overwrite=True``; every frame is flushed to the OS, so
 a run that stops (error, kill) leaves every frame written so far readable. On appending to an
@@ -60,30 +62,48 @@ def _bounds(state) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
+def _systems(sim, system: int | None) -> list[int]:
+    return list(range(sim.state.n_systems)) if system is None else [system]
+
+
+def _slices(sim, system: int | None) -> list[slice]:
+    """The atoms of each written system."""
+    bounds = _bounds(sim.state)
+    return [slice(int(bounds[s]), int(bounds[s + 1])) for s in _systems(sim, system)]
+
+
 # =====================================================================================
 # extended XYZ
 # =====================================================================================
 
 
 class _TrajectoryWriter(Reporter):
-    """Common arguments: ``path``, ``interval`` (steps), ``overwrite``, ``append``."""
+    """Common arguments: ``path``, ``interval`` (steps), ``overwrite``, ``append``,
+    ``system``."""
 
     def __init__(self, path, interval: int = 100, overwrite: bool = False,
-                 append: bool = False):
+                 append: bool = False, system: int | None = None):
         self.path = _check_path(path, overwrite, append)
         self.interval = _check_interval(interval)
         self.overwrite = overwrite
         self.append = append
+        self.system = system
         self._opened_before = False
+
+    def _refuse_other_run(self, stored: str | None, sim) -> None:
+        if stored is not None and stored != sim.run_id:
+            raise InputError(f"{self.path}: cannot append, it holds run {stored} and this is "
+                             f"run {sim.run_id}")
 
 
 class ExtxyzWriter(_TrajectoryWriter):
     """Append frames to one extended-XYZ file that ``ase.io.read(path, index=':')`` reads.
 
     A frame of S systems is S consecutive XYZ blocks; block ``s`` holds system ``s`` with info
-    keys ``system``, ``step``, ``time`` (sim time unit), ``energy`` (potential energy) and
-    ``pbc``; ``Lattice`` (row vectors); per-atom ``species``, ``pos``, ``masses``, ``momenta``
-    (ASE units, so ``atoms.get_velocities()`` is in ASE units) and ``forces``. Energy and forces
+    keys ``system``, ``step``, ``time`` (sim time unit), ``energy`` (potential energy),
+    ``run_id`` and ``pbc``; ``Lattice`` (row vectors); per-atom ``species``, ``pos``,
+    ``masses``, ``momenta`` (ASE units, so ``atoms.get_velocities()`` is in ASE units) and
+    ``forces``. Energy and forces
     come back as a SinglePointCalculator. Metal units: Å, eV, eV/Å, amu; lj: reduced.
 
     ``append=True`` continues an existing file (dropping frames whose step is ``<=`` the last
@@ -91,8 +111,8 @@ class ExtxyzWriter(_TrajectoryWriter):
     """
 
     def __init__(self, path, interval: int = 100, overwrite: bool = False,
-                 append: bool = False):
-        super().__init__(path, interval, overwrite, append)
+                 append: bool = False, system: int | None = None):
+        super().__init__(path, interval, overwrite, append, system)
         self._file = None
         self._last_step: int | None = None  # last step fully stored
 
@@ -103,7 +123,8 @@ class ExtxyzWriter(_TrajectoryWriter):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._opened_before or (self.append and self.path.exists()):
             if not self._opened_before:
-                self._last_step = _repair_extxyz(self.path, sim.state.n_systems)
+                self._refuse_other_run(_extxyz_run_id(self.path), sim)
+                self._last_step = _repair_extxyz(self.path, len(_systems(sim, self.system)))
             self._file = open(self.path, "a", encoding="utf-8")
         else:
             self._file = open(self.path, "w" if self.overwrite else "x", encoding="utf-8")
@@ -120,12 +141,12 @@ class ExtxyzWriter(_TrajectoryWriter):
         atoms_list = sim.state.to_atoms(sim.units)
         energy = _numpy(sim.result.energy)
         forces = _numpy(sim.result.forces)
-        bounds = _bounds(sim.state)
         parts = []
-        for s, atoms in enumerate(atoms_list):
-            info = {"system": s, "step": step, "time": float(sim.time),
-                    "energy": float(energy[s])}
-            parts.append(_format_block(atoms, forces[bounds[s]:bounds[s + 1]], info))
+        for k, (s, atoms_of) in enumerate(zip(_systems(sim, self.system),
+                                              _slices(sim, self.system), strict=True)):
+            info = {"system": k, "step": step, "time": float(sim.time),
+                    "energy": float(energy[s]), "run_id": sim.run_id}
+            parts.append(_format_block(atoms_list[s], forces[atoms_of], info))
         self._file.write("".join(parts))  # one write per frame
         self._file.flush()
         self._last_step = step
@@ -154,6 +175,18 @@ def _format_block(atoms, forces: np.ndarray, info: dict) -> str:
     for symbol, row in zip(atoms.get_chemical_symbols(), columns, strict=True):
         lines.append(symbol + " " + " ".join(map(repr, row)) + "\n")
     return "".join(lines)
+
+
+def _extxyz_run_id(path: Path) -> str | None:
+    """The run id in the first block of a hayabusa extxyz file (None: none recorded)."""
+    with open(path, "rb") as f:
+        f.readline()
+        comment = f.readline().decode("utf-8", errors="replace")
+    try:
+        value = ase.io.extxyz.key_val_str_to_dict(comment).get("run_id")
+    except ValueError:
+        return None
+    return None if value is None else str(value)
 
 
 def _repair_extxyz(path: Path, n_systems: int) -> int | None:
@@ -203,9 +236,10 @@ def _repair_extxyz(path: Path, n_systems: int) -> int | None:
 # H5MD unit strings (units module syntax) per element, for metal units; lj stores none.
 _METAL_UNITS = {
     "position": "angstrom", "velocity": "angstrom fs-1", "force": "eV angstrom-1",
-    "edges": "angstrom", "mass": "amu", "energy": "eV", "time": "fs",
+    "edges": "angstrom", "mass": "amu", "energy": "eV", "time": "fs", "temperature": "K",
 }
-_ENERGIES = ("potential_energy", "kinetic_energy", "total_energy")
+_OBSERVABLES = ("potential_energy", "kinetic_energy", "total_energy", "conserved_energy",
+                "temperature")
 _VECTORS = ("position", "velocity", "force")
 
 
@@ -216,18 +250,19 @@ class H5MDWriter(_TrajectoryWriter):
 
         /h5md                          attrs version=[1, 1]; author/ (name),
                                        creator/ (name="hayabusa", version)
-        /parameters                    attrs unit_system ("metal" | "lj"), n_systems
+        /parameters                    attrs unit_system ("metal" | "lj"), n_systems, run_id
         /particles/system_{s}/
             position/ velocity/ force/ step [T] int64, time [T], value [T, n_s, 3]
             box/                       attrs dimension=3, boundary[3] "periodic" | "none"
                 edges/                 step, time, value [T, 3, 3] (row vectors)
             species [n_s] int64 (atomic numbers), mass [n_s]
         /observables/system_{s}/
-            potential_energy/ kinetic_energy/ total_energy/   step, time, value [T]
+            potential_energy/ kinetic_energy/ total_energy/ conserved_energy/ temperature/
+                                       step, time, value [T] (conserved: the integrator's)
 
     Within a system every element shares one ``step`` and ``time`` dataset (HDF5 hard links,
     allowed by H5MD). Metal units: ``unit`` attrs angstrom, angstrom fs-1, eV angstrom-1, eV,
-    amu, fs (velocities stored in Å/fs); lj runs store reduced numbers without unit attrs.
+    amu, fs, K (velocities stored in Å/fs); lj runs store reduced numbers without unit attrs.
     Values are written before ``step``, so ``len(step)`` counts complete frames.
 
     ``append=True`` reopens an existing file (same systems, atom counts and species) and
@@ -235,8 +270,8 @@ class H5MDWriter(_TrajectoryWriter):
     """
 
     def __init__(self, path, interval: int = 100, overwrite: bool = False,
-                 append: bool = False):
-        super().__init__(path, interval, overwrite, append)
+                 append: bool = False, system: int | None = None):
+        super().__init__(path, interval, overwrite, append, system)
         self._h5 = None
         self._last_step: list[int | None] = []
 
@@ -271,35 +306,35 @@ class H5MDWriter(_TrajectoryWriter):
         step = int(sim.step)
         time = float(sim.time)
         state = sim.state
-        bounds = _bounds(state)
         per_atom = {
             "position": _numpy(state.positions),
             "velocity": _numpy(state.velocities),
             "force": _numpy(sim.result.forces),
         }
         cell = _numpy(state.cell)
-        pe = _numpy(sim.result.energy)
-        ke = _numpy(sim.kinetic_energy())
-        energies = {"potential_energy": pe, "kinetic_energy": ke, "total_energy": pe + ke}
+        thermo = {k: _numpy(v) for k, v in sim.thermo().items()}
+        observables = {"potential_energy": thermo["pe"], "kinetic_energy": thermo["ke"],
+                       "total_energy": thermo["etotal"],
+                       "conserved_energy": thermo["conserved"], "temperature": thermo["temp"]}
         try:
-            for s in range(state.n_systems):
-                last = self._last_step[s]
+            for k, (s, sl) in enumerate(zip(_systems(sim, self.system),
+                                            _slices(sim, self.system), strict=True)):
+                last = self._last_step[k]
                 if last is not None and step <= last:
                     log.info("%s: system %d step %d already stored (last %d); frame dropped",
-                             self.path, s, step, last)
+                             self.path, k, step, last)
                     continue
-                sl = slice(bounds[s], bounds[s + 1])
-                part = self._h5[f"particles/system_{s}"]
-                obs = self._h5[f"observables/system_{s}"]
+                part = self._h5[f"particles/system_{k}"]
+                obs = self._h5[f"observables/system_{k}"]
                 t = part["position/step"].shape[0]
                 for name in _VECTORS:
                     _put(part[f"{name}/value"], t, per_atom[name][sl])
                 _put(part["box/edges/value"], t, cell[s])
-                for name in _ENERGIES:
-                    _put(obs[f"{name}/value"], t, energies[name][s])
+                for name in _OBSERVABLES:
+                    _put(obs[f"{name}/value"], t, observables[name][s])
                 _put(part["position/time"], t, time)
                 _put(part["position/step"], t, step)  # last: marks the frame complete
-                self._last_step[s] = step
+                self._last_step[k] = step
             self._h5.flush()
         except Exception as exc:  # h5py fails on writing into a damaged file
             self._h5.close()
@@ -330,19 +365,19 @@ class H5MDWriter(_TrajectoryWriter):
         creator.attrs["version"] = _version()
         if unit:
             meta.create_group("modules/units").attrs["version"] = np.array([1, 0], np.int32)
+        systems = _systems(sim, self.system)
         params = f.create_group("parameters")
         params.attrs["unit_system"] = units
-        params.attrs["n_systems"] = sim.state.n_systems
+        params.attrs["n_systems"] = len(systems)
+        params.attrs["run_id"] = sim.run_id
 
         state = sim.state
-        bounds = _bounds(state)
         numbers = _numpy(state.atomic_numbers, np.int64)
         masses = _numpy(state.masses)
         pbc = state.pbc.cpu().numpy()
-        for s in range(state.n_systems):
-            n = int(bounds[s + 1] - bounds[s])
-            sl = slice(bounds[s], bounds[s + 1])
-            part = f.create_group(f"particles/system_{s}")
+        for k, (s, sl) in enumerate(zip(systems, _slices(sim, self.system), strict=True)):
+            n = sl.stop - sl.start
+            part = f.create_group(f"particles/system_{k}")
             step = part.create_dataset("position/step", shape=(0,), maxshape=(None,),
                                        dtype=np.int64, chunks=(1024,))
             time = part.create_dataset("position/time", shape=(0,), maxshape=(None,),
@@ -361,17 +396,17 @@ class H5MDWriter(_TrajectoryWriter):
             mass = part.create_dataset("mass", data=masses[sl])
             if "mass" in unit:
                 mass.attrs["unit"] = unit["mass"]
-            obs = f.create_group(f"observables/system_{s}")
-            for name in _ENERGIES:
-                _element(obs, name, (), step, time, unit.get("energy"))
-        self._last_step = [None] * state.n_systems
+            obs = f.create_group(f"observables/system_{k}")
+            for name in _OBSERVABLES:
+                which = "temperature" if name == "temperature" else "energy"
+                _element(obs, name, (), step, time, unit.get(which))
+        self._last_step = [None] * len(systems)
 
     def _check_layout(self, sim) -> None:
         """Validate an existing file against the batch; trim half-written frames."""
         f = self._h5
-        state = sim.state
-        bounds = _bounds(state)
-        numbers = _numpy(state.atomic_numbers, np.int64)
+        numbers = _numpy(sim.state.atomic_numbers, np.int64)
+        systems = _slices(sim, self.system)
 
         def bad(what: str):
             self._h5.close()
@@ -383,18 +418,22 @@ class H5MDWriter(_TrajectoryWriter):
         stored_units = f["parameters"].attrs.get("unit_system", "")
         if stored_units != sim.units.name:
             raise bad(f"it holds {stored_units!r} units, this run uses {sim.units.name!r}")
+        stored_run = f["parameters"].attrs.get("run_id")
+        if stored_run is not None and str(stored_run) != sim.run_id:
+            raise bad(f"it holds run {stored_run} and this is run {sim.run_id}")
         n_stored = len([k for k in f["particles"] if k.startswith("system_")])
-        if n_stored != state.n_systems:
-            raise bad(f"it holds {n_stored} systems, this run has {state.n_systems}")
+        if n_stored != len(systems):
+            raise bad(f"it holds {n_stored} systems, this run writes {len(systems)}")
         self._last_step = []
-        for s in range(state.n_systems):
-            part = f[f"particles/system_{s}"]
-            if not np.array_equal(part["species"][()], numbers[bounds[s]:bounds[s + 1]]):
-                raise bad(f"system {s} has different atoms (count or species) in the file")
+        for k, sl in enumerate(systems):
+            part = f[f"particles/system_{k}"]
+            if not np.array_equal(part["species"][()], numbers[sl]):
+                raise bad(f"system {k} has different atoms (count or species) in the file")
             t = part["position/step"].shape[0]
-            obs = f[f"observables/system_{s}"]
-            values = [part[f"{k}/value"] for k in _VECTORS] + [part["box/edges/value"]]
-            values += [obs[f"{k}/value"] for k in _ENERGIES] + [part["position/time"]]
+            obs = f[f"observables/system_{k}"]
+            values = [part[f"{n}/value"] for n in _VECTORS] + [part["box/edges/value"]]
+            values += [obs[f"{n}/value"] for n in _OBSERVABLES if n in obs]
+            values += [part["position/time"]]
             for ds in values:  # a killed run may have left values past the last step
                 if ds.shape[0] != t:
                     ds.resize(t, axis=0)
@@ -454,8 +493,10 @@ def read_h5md(path) -> dict[int, dict]:
     Returns ``{s: data}`` per system ``s``; ``data`` has ``step`` [T] int64, ``time`` [T]
     (sim time unit), ``positions``, ``velocities`` (Å/fs for metal), ``forces`` [T, n, 3],
     ``cell`` [T, 3, 3] (row vectors), ``pbc`` [3] bool, ``atomic_numbers`` [n] int64,
-    ``masses`` [n], ``potential_energy``, ``kinetic_energy``, ``total_energy`` [T] and
-    ``units`` ("metal" | "lj"). Only complete frames (``len(step)``) are returned.
+    ``masses`` [n], ``potential_energy``, ``kinetic_energy``, ``total_energy``,
+    ``conserved_energy``, ``temperature`` [T] (the last two in files written since they were
+    recorded), ``units`` ("metal" | "lj") and ``run_id`` ("" in older files). Only complete
+    frames (``len(step)``) are returned.
     """
     import h5py
 
@@ -499,7 +540,10 @@ def _read_systems(f) -> dict[int, dict]:
             "masses": part["mass"][()],
             "units": units,
         }
-        for key in _ENERGIES:
-            data[key] = obs[f"{key}/value"][:t]
+        for key in _OBSERVABLES:
+            if key in obs:  # files before conserved_energy and temperature lack them
+                data[key] = obs[f"{key}/value"][:t]
+        data["run_id"] = str(f["parameters"].attrs.get("run_id", "")) if "parameters" in f \
+            else ""
         out[s] = data
     return out

@@ -5,7 +5,7 @@ Hand-written because the PyTorch form launches ~70 kernels on [S] tensors per ha
 Kob–Andersen replicas on an H100 (``bench/profile_lj.py --kalj 256 --kernels``, f97eaa0) a
 step ran ~140 kernels of 1–3 µs, most of them the chain's. One
 program takes BLOCK systems and runs the same operations in the same order as
-``NoseHooverChain.half_step``: M chain elements updated from the last to the first, the
+``NoseHooverChainThermostat.chain_step``: M chain elements updated from the last to the first, the
 velocity scale, the positions ξ, and the elements again from the first to the last. The
 chain variables are read and written in place; the scale per system is returned.
 """
@@ -67,11 +67,11 @@ def chain_kernel(ke2_ptr, q_ptr, v_ptr, xi_ptr, dof_ptr, kt_ptr, dt_ptr, scale_p
 
 
 def chain_half_step(ke2, thermostat) -> torch.Tensor:
-    """Advance ``thermostat``'s chain (v_xi, xi [S, M] float64, in place) by dt/2 from
-    ke2 = 2·KE [S]; returns the velocity scale [S]."""
+    """Advance ``thermostat``'s chain (v_xi, xi [S, M] float64, in place) by half its
+    ``span`` [S] from ke2 = 2·KE [S]; returns the velocity scale [S]."""
     n, m = thermostat.v_xi.shape
     scale = torch.empty(n, dtype=torch.float64, device=ke2.device)
     chain_kernel[(triton.cdiv(n, BLOCK),)](
         ke2.contiguous(), thermostat.Q.contiguous(), thermostat.v_xi, thermostat.xi,
-        thermostat.dof, thermostat.kT, thermostat.dt, scale, n, M=m, BLOCK=BLOCK)
+        thermostat.dof, thermostat.kT, thermostat.span, scale, n, M=m, BLOCK=BLOCK)
     return scale

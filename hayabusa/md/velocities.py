@@ -64,7 +64,7 @@ def maxwell_boltzmann(state: State, temperature, units="metal", seed: int = 0,
     g = torch.Generator().manual_seed(int(seed))
     noise = torch.randn(state.positions.shape, generator=g, dtype=torch.float64)
     sigma = torch.sqrt(kT[state.system_idx] * units.ftm2v / state.masses.double())
-    state.velocities = (noise.to(state.device) * sigma[:, None]).to(state.dtype)
+    state.velocities.copy_(noise.to(state.device) * sigma[:, None])  # in place: graphs
     if remove_com:
         remove_com_velocity(state)
     if exact:
