@@ -1,21 +1,31 @@
-"""HayabusaCalculator: an ASE calculator around any hayabusa Potential (metal units)."""
+"""HayabusaCalculator: an ASE calculator around any hayabusa Potential, model core or model
+file (metal units)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .models import ModelPotential, load_model
 from .neighbors import NeighborList
+from .potentials import Potential
 from .state import State
 
 
 class HayabusaCalculator(Calculator):
-    """Energy (eV), forces (eV/Å), stress (eV/Å³, Voigt) and per-atom energies."""
+    """Energy (eV), forces (eV/Å), stress (eV/Å³, Voigt) and per-atom energies.
+    ``potential``: a Potential, a model core (``models.registry``) or a model file path."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(self, potential, device="cpu", dtype=None, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(potential, (str, Path)):
+            potential = load_model(potential)
+        elif not isinstance(potential, Potential):
+            potential = ModelPotential(potential)
         self.potential = potential.to(device)
         self.device = device
         self.dtype = dtype

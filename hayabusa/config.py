@@ -30,6 +30,7 @@ Schema (``?`` optional, ``=`` default)::
   potential:  type: lennard_jones, epsilon, sigma, cutoff, truncation = shift, species?
           or  type: morse, D, alpha, r0, cutoff, truncation = shift, species?
           or  type: kob_andersen, truncation = shift_force                      (lj only)
+          or  type: model, file: PATH     a trained model (metal only; PATH relative to the config)
               (parameters are numbers or symmetric per-type-pair matrices; with matrices,
               ``species`` lists the symbols in type order)
   velocities?: temperature, remove_com = true          (Maxwell–Boltzmann)
@@ -293,10 +294,18 @@ class KobAndersenPotential(_Model):
     precision: Precision = "float64"
 
 
-Potential = Annotated[LennardJonesPotential | MorsePotential | KobAndersenPotential,
-                      Field(discriminator="type")]
+class ModelFilePotential(_Model):
+    """A trained model file (``hayabusa train``'s model.pt, metal units); its species give
+    the type order."""
+
+    type: Literal["model"]
+    file: str
+
+
+Potential = Annotated[LennardJonesPotential | MorsePotential | KobAndersenPotential
+                      | ModelFilePotential, Field(discriminator="type")]
 POTENTIAL_TAGS = {"lennard_jones": LennardJonesPotential, "morse": MorsePotential,
-                  "kob_andersen": KobAndersenPotential}
+                  "kob_andersen": KobAndersenPotential, "model": ModelFilePotential}
 
 
 # ------------------------------------------------------------------------- md and minimizer
@@ -429,6 +438,9 @@ class Config(_Model):
             if getattr(value, what, None) == "kob_andersen" and self.units != "lj":
                 raise ValueError(f"{section}.{what}: kob_andersen is defined in reduced units; "
                                  f"set units: lj")
+        if self.potential.type == "model" and self.units != "metal":
+            raise ValueError("potential.type: model files are in metal units (Å, eV); set "
+                             "units: metal")
         return self
 
 
@@ -448,13 +460,17 @@ _UNION_SECTIONS = {"structure", "potential", "integrator"}
 
 # --------------------------------------------------------------------------------- loading
 def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a YAML config; ``structure.file`` is resolved against its folder."""
+    """Read and validate a YAML config; ``structure.file`` and ``potential.file`` are resolved
+    against its folder."""
     source = os.fspath(path)
     config = parse_config(read_yaml(source), source)
-    if isinstance(config.structure, FileStructure) and not os.path.isabs(config.structure.file):
-        resolved = os.path.join(os.path.dirname(source), config.structure.file)
-        structure = config.structure.model_copy(update={"file": resolved})
-        config = config.model_copy(update={"structure": structure})
+    for section in ("structure", "potential"):
+        value = getattr(config, section)
+        if isinstance(value, (FileStructure, ModelFilePotential)) and \
+                not os.path.isabs(value.file):
+            resolved = os.path.join(os.path.dirname(source), value.file)
+            config = config.model_copy(update={section: value.model_copy(
+                update={"file": resolved})})
     return config
 
 

@@ -16,8 +16,8 @@ from test_config import BASE
 from hayabusa.cli import main
 from hayabusa.config import load_config, read_yaml
 from hayabusa.errors import InputError
-from hayabusa.study import load_study
 from hayabusa.train.config import load_train_config
+from hayabusa.workflows.study_config import load_study
 
 STUDY = {"model": {"file": "model.pt"}, "systems": {"oxide": {"file": "s.extxyz"}},
          "temperatures_K": [300, 900], "timestep_fs": 1.0, "production_steps": 30,

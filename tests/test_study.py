@@ -14,23 +14,25 @@ from ase.units import kB
 from hayabusa import load_model
 from hayabusa.cli import main
 from hayabusa.errors import InputError, SimulationError
-from hayabusa.files import prepare_output
+from hayabusa.md import ProgressBar
+from hayabusa.md.reporters import read_thermo_log
 from hayabusa.md.trajectory import read_h5md
 from hayabusa.models import DeepPotSE, save_model
-from hayabusa.study import (
+from hayabusa.rundir import RunDirectory
+from hayabusa.workflows.study import (
+    build_system,
+    model_metrics,
+    run_batch,
+    run_study,
+    study_outputs,
+)
+from hayabusa.workflows.study_config import (
     MIN_FRAMES,
     GrainBoundary,
     ModelFiles,
-    StudyProgress,
-    build_system,
-    earlier_results,
     load_study,
-    model_metrics,
     plan,
-    run_batch,
-    run_study,
 )
-from hayabusa.viz.report import read_thermo_log
 
 GB_PLANES = [2.3, 6.9]
 
@@ -169,18 +171,29 @@ def test_model_metrics_take_the_test_split_and_the_labels(tmp_path):
 
 
 # ------------------------------------------------------------------------------ outputs
-def test_existing_results_need_overwrite(tmp_path):
+def test_existing_results_need_overwrite(files, tmp_path):
+    """Results of an earlier study (here written before run manifests existed: judged by the
+    names a study writes) need --overwrite; it removes only those files, and a folder only
+    once it is empty (a file of the user's keeps it and itself)."""
+    cfg = load_study(write(files, base_config(temperatures_K=[300])))
     out = tmp_path / "run"
-    (out / "bulk-300K").mkdir(parents=True)
-    (out / "bulk-300K" / "run.json").write_text("{}")
+    (out / "oxide-300K").mkdir(parents=True)
+    (out / "oxide-300K" / "run.json").write_text("{}")
+    (out / "oxide-300K" / "my_notes.txt").write_text("mine")
     (out / "analysis.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
+    rundir = RunDirectory(out, "study", noun="study")
+    outputs = study_outputs(cfg)
     with pytest.raises(InputError, match=f"^{out} holds results of an earlier study "
-                                         r"\(analysis.json, bulk-300K\); pass --overwrite"):
-        earlier_results(out, overwrite=False)
-    prepare_output(out, earlier_results(out, overwrite=True))
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # only study results go
-    assert earlier_results(tmp_path / "new", overwrite=False) == []
+                                         r"\(analysis.json, oxide-300K/run.json\); pass "
+                                         r"--overwrite"):
+        rundir.check(*outputs)
+    rundir.check(*outputs, overwrite=True)
+    rundir.start("new", *outputs, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [".hayabusa-run.json", "notes.txt",
+                                                     "oxide-300K"]
+    assert [p.name for p in (out / "oxide-300K").iterdir()] == ["my_notes.txt"]
+    RunDirectory(tmp_path / "new", "study").check(*outputs)  # nothing there: fine
 
 
 def test_species_the_model_lacks(files, tmp_path):
@@ -208,10 +221,10 @@ def test_batched_temperatures_equal_separate_runs(files, tmp_path):
     model = load_model(cfg.model.file)
     structure = build_system(cfg.systems["oxide"], seed=0)
     [batch] = plan(cfg)
-    progress = StudyProgress(30, 10, show=True)
+    progress = ProgressBar(10, total=30, force=True)
     perf = run_batch(batch, structure, model, cfg, tmp_path / "batched", "cpu", progress)
     assert perf["steps"] == 30 and perf["katom_steps_per_s"] > 0
-    assert progress.bar.n == 30
+    assert progress.done == 30
     progress.close()
     for single in plan(cfg.model_copy(update={"batch_temperatures": False})):
         run_batch(single, structure, model, cfg, tmp_path / "alone", "cpu")

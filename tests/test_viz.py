@@ -23,11 +23,12 @@ from PIL import Image
 from hayabusa.cli import main
 from hayabusa.errors import InputError
 from hayabusa.md import CSVR, Simulation, ThermoLog, maxwell_boltzmann
+from hayabusa.md.reporters import read_thermo_log
 from hayabusa.md.trajectory import H5MDWriter
 from hayabusa.potentials import LennardJones
 from hayabusa.state import State
 from hayabusa.viz import li_paths_view, plot_arrhenius, plot_msd, plot_segregation, write_report
-from hayabusa.viz.report import load_analysis, load_literature, read_thermo_log
+from hayabusa.viz.report import load_analysis, load_literature
 from hayabusa.viz.view3d import MAX_GRID, density_isosurface, subsample_paths, view_figure
 
 RNG = np.random.default_rng(7)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -226,43 +225,6 @@ def load_literature(path=None) -> _Literature:
     path = Path(path) if path is not None else \
         Path(str(resources.files("hayabusa") / "data" / "literature.json"))
     return _validated(_Literature, path, _read_json(path))
-
-
-def read_thermo_log(path) -> dict:
-    """Thermo rows of a ``hayabusa.md.ThermoLog`` file (appended restarts included; a step
-    logged twice keeps its last row). Returns ``columns`` {name: [rows] float array} (``Step``,
-    optional ``Sys``, ``Temp``, ``PotEng``, …), ``n_atoms`` (from the ``# units`` header, or
-    None) and ``ns_per_day`` (last ``Performance:`` line, or None). Not used by the report
-    (it reads analysis.json); kept for tests/test_study.py, which reads logs with it."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the thermo log ({exc})") from None
-    cols: list[str] | None = None
-    rows: dict[tuple, list[float]] = {}
-    n_atoms = ns_per_day = None
-    for line in lines:
-        tokens = line.split()
-        if not tokens:
-            continue
-        if tokens[0] == "#":
-            match = re.search(r"(\d+) atoms", line)
-            n_atoms = int(match.group(1)) if match else n_atoms
-        elif tokens[0] == "Step":
-            cols = tokens
-        elif tokens[:1] == ["Performance:"] and tokens[2:3] == ["ns/day,"]:
-            ns_per_day = float(tokens[1])
-        elif cols is not None and tokens[0].isdigit() and len(tokens) == len(cols):
-            values = [float(x) for x in tokens]
-            key = tuple(values[: 2 if "Sys" in cols else 1])
-            rows[key] = values
-    if cols is None or not rows:
-        raise InputError(f"{path}: no thermo rows (expected a 'Step Temp PotEng …' header "
-                         f"followed by rows)")
-    table = np.array([rows[k] for k in sorted(rows)])
-    return {"columns": {c: table[:, i] for i, c in enumerate(cols)}, "n_atoms": n_atoms,
-            "ns_per_day": ns_per_day}
 
 
 # ----------------------------------------------------------------------------- helpers
