@@ -58,7 +58,7 @@ def profile_one(state, pot, integrator, args) -> None:
     sim = Simulation(state, pot, integrator, units="lj", skin=0.3, block_steps=block_steps,
                      health_every=10**9)  # the eager steps below break the energy account
     sim.run(max(args.warmup, 2 * block_steps))
-    nl = sim.forces.neighbors
+    nl = sim.neighbors
     t_block = timed(lambda: sim.run(block_steps), repeats=10) / block_steps
     if args.kernels:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

@@ -5,7 +5,7 @@
 Times (mean of 10 calls after one; CUDA events for the eager calls, wall time between syncs
 for the graph replays): the environment matrix alone, the atom energies (forward), and
 energy + forces (forward + backward) of the ``hayabusa bench model`` network on rattled fcc
-Cu, eager and replayed as one CUDA graph (fixed sections, as in MD blocks); ``--kernels``
+Cu, eager and replayed as one CUDA graph (as in MD blocks); ``--kernels``
 lists the GPU kernels of 3 force calls; ``--tile-shapes`` times the tangent embedding kernel
 in several tile shapes (with their registers and spills) on 80 slots per atom.
 """
@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_lj import timed  # noqa: E402
 
 from hayabusa import State  # noqa: E402
-from hayabusa.bench.model import copper, model_time  # noqa: E402
+from hayabusa.bench.model import copper, deeppot, model_time  # noqa: E402
 from hayabusa.md.forces import make_neighbor_list  # noqa: E402
-from hayabusa.models import DeepPotSE  # noqa: E402
+from hayabusa.models import ModelPotential  # noqa: E402
 
 SIZES = {"r_cut": 6.0, "r_smth": 0.5, "embedding": (25, 50, 100), "axis_neurons": 16,
          "fitting": (240, 240, 240)}
@@ -50,20 +50,23 @@ def main() -> None:
 
 def profile(precision: str, atoms, kernels: bool) -> None:
     """Print the environment, energy and energy + forces times of one precision mode."""
-    torch.manual_seed(0)
-    model = DeepPotSE([29], precision=precision, **SIZES).cuda().eval()
+    core = deeppot(precision, SIZES).cuda().eval()
+    model = ModelPotential(core)
     state = State.from_atoms(atoms, device="cuda")
     nl = make_neighbor_list(model, 1.0, "auto", state)  # as ``bench model`` (skin 1 Å)
     nl.build(state)
+    typed = nl.typed(state, core.typed_request)
+    args = (state.positions, state.cell, typed.types, state.system_idx, typed.index,
+            typed.shifts)
 
     def energy():
         positions = state.positions.detach().requires_grad_(True)
-        return model.atom_energies(state, nl, positions, state.cell)
+        return core(positions, *args[1:], list(typed.sel), typed.centers)
 
-    t_env = timed(lambda: model.environment(state, nl), 10)
+    t_env = timed(lambda: core.environment(*args, True), 10)
     t_energy = timed(energy, 10)
     t_full = timed(lambda: model(state, nl), 10)
-    widths = model.fix_sizes(state, nl)
+    widths = typed.sel
     t_graph = 1e3 * model_time(model, state, nl, 10, graph=True)
     print(f"{precision:>9} {len(atoms):>7} {t_env:>8.3f} {t_energy:>8.3f} {t_full:>8.3f} "
           f"{t_graph:>9.3f}   list {nl.kind}, K={nl.capacity}, graph sections {widths}")
@@ -89,21 +92,21 @@ def tile_shapes(precision: str, rows: int) -> None:
     slots."""
     import triton
 
-    from hayabusa.models.tangent_embedding import EmbeddingWeights
     from hayabusa.models.tangent_embedding import doubling_layer_kernel as kernel
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29], precision=precision, **SIZES).cuda().eval()
-    weights = EmbeddingWeights(model.embedding_nets, model.net_dtype)
+    model = deeppot(precision, SIZES).cuda().eval()
+    weights, biases = model.embedding_nets[0].weights()
+    w1, b1 = weights[0][:, 0].contiguous(), biases[0].contiguous()
     x = dx = torch.rand(rows, dtype=model.net_dtype, device="cuda")
-    for layer, (w, b) in enumerate(weights.layers):
-        k = w.shape[1]
+    for layer, (w, b) in enumerate(zip(weights[1:], biases[1:], strict=True)):
+        w, b = w.T.contiguous(), b.contiguous()
+        k = w.shape[0]
         y = torch.empty(rows, 2 * k, dtype=x.dtype, device="cuda")
         dy = torch.empty_like(y)
         for bm, bn, warps, stages in TILE_SHAPES[model.net_dtype]:
             launch = functools.partial(
                 kernel[(triton.cdiv(rows, bm) * triton.cdiv(2 * k, bn),)],
-                x, dx, weights.w1[0], weights.b1[0], w[0], b[0], y, dy, rows, K=k,
+                x, dx, w1, b1, w, b, y, dy, rows, K=k,
                 KP=max(16, triton.next_power_of_2(k)), FROM_S=layer == 0, BM=bm, BN=bn, BK=16,
                 STAGES=stages, num_warps=warps)
 

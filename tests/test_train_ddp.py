@@ -12,7 +12,7 @@ from test_train import mixed_sizes
 
 from hayabusa.cli import main
 from hayabusa.models import DeepPotSE
-from hayabusa.train import Frame, Trainer, TrainSettings, set_environment_scales
+from hayabusa.train import Frame, Trainer, TrainSettings, fit_statistics
 from hayabusa.train.ddp import Distributed
 
 CONFIG = """\
@@ -74,7 +74,7 @@ def gradient(rank, world, store, indices):
                       str(k)) for k, a in enumerate(frames(6, seed=2))]
     model = DeepPotSE([29], r_cut=4.5, r_smth=3.0, embedding=(8, 16), axis_neurons=4,
                       fitting=(16, 16), neighbor_norm=30.0)
-    set_environment_scales(model, labelled)
+    fit_statistics(model, labelled)
     dist = None
     if world > 1:
         torch.distributed.init_process_group("gloo", init_method=f"file://{store}",

@@ -16,8 +16,7 @@ import ase.build
 import numpy as np
 import torch
 
-from ..models import DeepPotSE
-from ..potentials.base import fixed_shapes
+from ..models import ModelPotential, get_kind
 from ..state import State
 from .timing import health_interval, sync
 
@@ -48,18 +47,29 @@ def _timed(fn, repeats: int, device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def model_time(model, state, neighbors, repeats: int, graph: bool) -> float:
-    """Seconds per force call of ``model`` alone on ``neighbors``: replayed as one CUDA graph
-    (inside ``fixed_shapes()``, with the sizes the MD blocks fixed) when ``graph``, as the
-    steps of a block run; else eager calls."""
+def deeppot(precision: str, sizes: dict, species=(29,)):
+    """A seeded, untrained DeepPot-SE core of ``sizes``, built through the model registry."""
+    kind = get_kind("deeppot_se")
+    settings = kind.settings(r_cut_A=sizes["r_cut"], r_smth_A=sizes["r_smth"],
+                             embedding=list(sizes["embedding"]),
+                             axis_neurons=sizes["axis_neurons"],
+                             fitting=list(sizes["fitting"]), neighbor_norm=50.0,
+                             precision=precision)
+    torch.manual_seed(0)
+    return kind.build(settings, list(species))
+
+
+def model_time(potential, state, neighbors, repeats: int, graph: bool) -> float:
+    """Seconds per force call of ``potential`` alone on ``neighbors`` (with the type sections
+    the MD run sized): replayed as one CUDA graph when ``graph``, as the steps of a block run;
+    else eager calls."""
     if not graph:
-        return _timed(lambda: model(state, neighbors), repeats, state.device)
-    with fixed_shapes():
-        model(state, neighbors)  # warm-up outside the graph
-        sync(state.device)
-        call = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(call):
-            model(state, neighbors)
+        return _timed(lambda: potential(state, neighbors), repeats, state.device)
+    potential(state, neighbors)  # warm-up outside the graph
+    sync(state.device)
+    call = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(call):
+        potential(state, neighbors)
     return _timed(call.replay, repeats, state.device)
 
 
@@ -76,8 +86,7 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
     captured again and the block rerun, a cost the warm-up pays once."""
     from ..md import Simulation, VelocityVerlet, maxwell_boltzmann
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29], precision=precision, **sizes).to(device).eval()
+    model = ModelPotential(deeppot(precision, sizes)).to(device).eval()
     state = State.from_atoms(atoms, device=device)
     maxwell_boltzmann(state, 300.0, "metal", seed=1)
     start_positions, start_velocities = state.positions.clone(), state.velocities.clone()
@@ -91,13 +100,13 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
     blocks = sim.blocks
     undone, resized, replays = (blocks.undone, blocks.resized, blocks.replays) if blocks \
         else (0, 0, 0)
-    builds = sim.forces.neighbors.n_builds
+    builds = sim.neighbors.n_builds
     sync(device)
     start = time.perf_counter()
     sim.run(steps)
     sync(device)
     step = (time.perf_counter() - start) / steps
-    nl = sim.forces.neighbors
+    nl = sim.neighbors
     graph = blocks is not None and blocks.cuda_graph and blocks.replays > replays
     model_s = model_time(model, sim.state, nl, max(5, steps // 4), graph)
     n = len(atoms)
@@ -111,8 +120,7 @@ def hayabusa_md(atoms, precision: str, device, steps: int, block_steps: int, siz
         row["blocks_run"] = blocks.replays - replays
         row["blocks_undone"] = blocks.undone - undone
         row["blocks_resized"] = blocks.resized - resized
-        if model._fixed is not None:
-            row["section_widths"] = model._fixed.widths
+    row["section_widths"] = list(nl.section_widths(model.model.typed_request))
     return row
 
 
@@ -137,8 +145,7 @@ def hayabusa_training(data: list, precision: str, device, steps: int, sizes: dic
     (frames of equal size)."""
     from ..train.trainer import Trainer, TrainSettings
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29], precision=precision, **sizes)
+    model = deeppot(precision, sizes)
     trainer = Trainer(model, data, data[:2], TrainSettings(total_steps=steps + 2,
                                                           batch_atoms=batch_atoms), device)
     atoms_per_frame = len(data[0].atoms)

@@ -63,7 +63,7 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
     sim = Simulation(state, potential, integrator, units="lj", skin=0.3,
                      block_steps=block_steps, health_every=health_interval(block_steps))
     sim.run(warmup)
-    builds0 = sim.forces.neighbors.n_builds
+    builds0 = sim.neighbors.n_builds
     undone0 = sim.blocks.undone if sim.blocks is not None else 0
     h0 = sim.thermo()["conserved"].clone()
     sync(device)
@@ -75,15 +75,15 @@ def time_md(atoms_list, potential, device, ensemble: str = "nve", steps: int = 2
     h1 = thermo["conserved"]
     n = state.n_atoms
     rate = steps * n / seconds
-    capacity = sim.forces.neighbors.capacity
-    model = bytes_per_atom_step(capacity, sim.forces.neighbors.kind)
+    capacity = sim.neighbors.capacity
+    model = bytes_per_atom_step(capacity, sim.neighbors.kind)
     drift = ((h1 - h0).abs() / state.n_atoms_per_system).max().item()
     return {
         "atoms": n, "systems": state.n_systems, "steps": steps,
         "ms_per_step": 1e3 * seconds / steps, "atom_steps_per_s": rate,
         "tau_per_day": steps * timestep / seconds * 86400,
-        "neighbor_list": sim.forces.neighbors.kind,
-        "neighbor_capacity": capacity, "builds": sim.forces.neighbors.n_builds - builds0,
+        "neighbor_list": sim.neighbors.kind,
+        "neighbor_capacity": capacity, "builds": sim.neighbors.n_builds - builds0,
         "blocks_undone": (sim.blocks.undone - undone0) if sim.blocks is not None else 0,
         "bytes_per_atom_step": model, "achieved_bytes_per_s": model * rate,
         "energy_drift_per_atom": drift,

@@ -2,8 +2,7 @@
 
 from .data import Frame, fit_reference_energies, load_frames, split, summary
 from .metrics import Predictions, errors
-from .trainer import FrameSet, Trainer, TrainSettings, mean_neighbors, set_environment_scales
+from .trainer import FrameSet, Trainer, TrainSettings, fit_statistics
 
 __all__ = ["Frame", "FrameSet", "Predictions", "TrainSettings", "Trainer", "errors",
-           "fit_reference_energies", "load_frames", "mean_neighbors", "set_environment_scales",
-           "split", "summary"]
+           "fit_reference_energies", "fit_statistics", "load_frames", "split", "summary"]

@@ -30,21 +30,21 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
-import ase.data
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PlainValidator,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from ..config import check_device, read_yaml, require_mapping
 from ..errors import InputError
+from ..models import kinds
+from ..models.registry import atomic_number
 from .trainer import TrainSettings
 
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
@@ -55,12 +55,6 @@ Prefactor = tuple[NonNegative, NonNegative]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _atomic_number(symbol) -> int:
-    if isinstance(symbol, str) and symbol in ase.data.atomic_numbers:
-        return ase.data.atomic_numbers[symbol]
-    raise ValueError(f"unknown chemical symbol {symbol!r}")
 
 
 class Split(_Model):
@@ -82,45 +76,16 @@ class Data(_Model):
     split: Split = Split()
 
 
-class DeepPotModel(_Model):
-    type: Literal["deeppot_se"] = "deeppot_se"
-    species: list[str] | None = None
-    r_cut_A: Positive = 6.0
-    r_smth_A: Positive = 0.5
-    embedding: list[PositiveInt] = Field(default=[25, 50, 100], min_length=1)
-    axis_neurons: PositiveInt = 16
-    fitting: list[PositiveInt] = Field(default=[240, 240, 240], min_length=1)
-    neighbor_norm: Positive | None = None
-    precision: Literal["float64", "float32", "mixed"] = "float64"
-    e0_eV: Literal["least_squares"] | dict[str, float] = "least_squares"
+def _model_section():
+    """The ``model:`` section: the settings schema of a registered model kind (by ``type``,
+    default deeppot_se)."""
+    settings = tuple(kind.settings for kind in kinds().values())
+    if len(settings) == 1:
+        return settings[0]
+    return Annotated[Union[settings], Field(discriminator="type")]  # noqa: UP007
 
-    @field_validator("species")
-    @classmethod
-    def _symbols(cls, value):
-        if value is not None:
-            for s in value:
-                _atomic_number(s)
-            if not value or len(set(value)) != len(value):
-                raise ValueError("expected distinct chemical symbols")
-        return value
 
-    @field_validator("e0_eV")
-    @classmethod
-    def _e0_symbols(cls, value):
-        if isinstance(value, dict):
-            for s in value:
-                _atomic_number(s)
-        return value
-
-    @model_validator(mode="after")
-    def _geometry(self):
-        if self.r_smth_A >= self.r_cut_A:
-            raise ValueError(f"r_smth_A ({self.r_smth_A:g}) must be below r_cut_A "
-                             f"({self.r_cut_A:g})")
-        if self.axis_neurons > self.embedding[-1]:
-            raise ValueError(f"axis_neurons ({self.axis_neurons}) must not exceed the last "
-                             f"embedding width ({self.embedding[-1]})")
-        return self
+ModelSection = _model_section()
 
 
 class Training(_Model):
@@ -143,7 +108,7 @@ class TrainConfig(_Model):
     seed: Annotated[int, Field(strict=True)] = 0
     device: Annotated[str, PlainValidator(check_device)] = "auto"
     data: Data
-    model: DeepPotModel
+    model: ModelSection
     training: Training
 
     @model_validator(mode="after")
@@ -196,7 +161,7 @@ def _owner(loc: list[str]):
     for part in loc:
         field = model.model_fields.get(part)
         if field is None or not isinstance(field.annotation, type) or \
-                not issubclass(field.annotation, _Model):
+                not issubclass(field.annotation, BaseModel):
             return None
         model = field.annotation
     return model
@@ -221,4 +186,4 @@ def species_numbers(cfg: TrainConfig) -> list[int] | None:
     """Atomic numbers of ``model.species`` (None when the data decide)."""
     if cfg.model.species is None:
         return None
-    return [_atomic_number(s) for s in cfg.model.species]
+    return [atomic_number(s) for s in cfg.model.species]

@@ -18,12 +18,12 @@ import torch
 
 from ..errors import InputError
 from ..files import prepare_output, write_atomic
-from ..models import DeepPotSE, load_model, save_model
+from ..models import get_kind, load_core, save_model
 from .config import TrainConfig, data_files, species_numbers
 from .data import fit_reference_energies, load_frames, split, summary
 from .ddp import Distributed
 from .metrics import Predictions, errors, format_table
-from .trainer import FrameSet, Trainer, mean_neighbors, predict, set_environment_scales
+from .trainer import FrameSet, Trainer, fit_statistics, predict
 
 MODEL_NAME, LOG_NAME, CHECKPOINT_NAME = "model.pt", "train.csv", "checkpoint.pt"
 METRICS_NAME, PARITY_NAME, CONFIG_COPY_NAME = "metrics.json", "parity.png", "config.yaml"
@@ -41,17 +41,12 @@ COLUMNS = [("step", "step", "", "d"), ("epoch", "epoch", "", "d"), ("lr", "lr", 
            ("valid_loss", "valid loss", "", ".4g"), ("time_s", "time", "s", ".1f")]
 
 
-def build_model(cfg: TrainConfig, train: FrameSet) -> DeepPotSE:
-    """The untrained model of ``cfg`` with E0, neighbour norm and environment scales from the
-    training frames (seeded by ``cfg.seed``)."""
+def build_model(cfg: TrainConfig, train: FrameSet):
+    """The untrained model core of ``cfg`` (its registered kind, seeded by ``cfg.seed``) with
+    reference energies and input statistics from the training frames."""
     m = cfg.model
-    norm = m.neighbor_norm if m.neighbor_norm is not None else \
-        round(mean_neighbors(train, m.r_cut_A), 4)
     torch.manual_seed(cfg.seed)
-    model = DeepPotSE(train.species, r_cut=m.r_cut_A, r_smth=m.r_smth_A,
-                      embedding=tuple(m.embedding), axis_neurons=m.axis_neurons,
-                      fitting=tuple(m.fitting), neighbor_norm=norm,
-                      precision=m.precision).to(train.device)
+    model = get_kind(m.type).build(m, train.species).to(train.device)
     symbols = [ase.data.chemical_symbols[z] for z in train.species]
     if m.e0_eV == "least_squares":
         e0 = fit_reference_energies(train.frames, train.species)
@@ -61,9 +56,8 @@ def build_model(cfg: TrainConfig, train: FrameSet) -> DeepPotSE:
             raise InputError(f"model.e0_eV: no reference energy for {missing} (species of "
                              f"the model: {symbols})")
         e0 = np.array([m.e0_eV[s] for s in symbols])
-    with torch.no_grad():
-        model.e0.copy_(torch.as_tensor(e0, dtype=torch.float64))
-    set_environment_scales(model, train)
+    model.set_reference_energies(e0)
+    fit_statistics(model, train)
     return model
 
 
@@ -239,7 +233,7 @@ def run_test(model_path, data_paths, out: Path, device, *, overwrite=False,
              batch_atoms: int = 1024, stream=None) -> dict:
     """Metrics and parity plot of a model file on labelled frames."""
     _check_output(out, (METRICS_NAME, PARITY_NAME), overwrite)
-    model = load_model(model_path, device)
+    model = load_core(model_path, device)
     frames = load_frames(data_paths, species=model.species)
     data = FrameSet(frames, model.species, model.cutoff, device)
     pred = predict(model, data, range(len(data)), batch_atoms)

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import InputError
 from ..files import load_torch, write_atomic
+from ..models import ModelPotential
 from ..neighbors import NeighborList
 from ..neighbors.pairs import Pairs
 from ..state import State
@@ -69,7 +70,7 @@ class _PairsNeighborList(NeighborList):
 
 
 @dataclass
-class Batch:
+class TrainingBatch:
     """Frames stacked into one State with their labels (float64) and neighbor list."""
 
     state: State
@@ -81,7 +82,8 @@ class Batch:
     n_atoms: torch.Tensor  # [S] float64
 
     def evaluate(self, model, compute_stress: bool):
-        return model(self.state, self.neighbors, compute_stress=compute_stress)
+        """The model core's energies, forces (and stress) on the batch."""
+        return ModelPotential(model)(self.state, self.neighbors, compute_stress=compute_stress)
 
 
 class FrameSet:
@@ -112,7 +114,7 @@ class FrameSet:
             self._items[i] = (state, pairs, f.energy, f.stress is not None, *labels)
         return self._items[i]
 
-    def batch(self, indices: Sequence[int]) -> Batch:
+    def batch(self, indices: Sequence[int]) -> TrainingBatch:
         items = [self._item(i) for i in indices]
         states = [it[0] for it in items]
         sizes = [s.n_atoms for s in states]
@@ -132,7 +134,7 @@ class FrameSet:
                       torch.cat([it[1].j + int(o) for it, o in zip(items, offsets, strict=True)]),
                       torch.cat([it[1].shift for it in items]))
         neighbors = _PairsNeighborList(self.cutoff, pairs).build(state)
-        return Batch(state, neighbors,
+        return TrainingBatch(state, neighbors,
                      energy=torch.tensor([it[2] for it in items], dtype=torch.float64,
                                          device=dev),
                      forces=torch.cat([it[4] for it in items]),
@@ -174,37 +176,12 @@ def as_frameset(data: FrameSet | Sequence[Frame], species, cutoff: float,
     return FrameSet(frames, species, cutoff, device)
 
 
-def set_environment_scales(model, frames: FrameSet | Sequence[Frame],
-                           batch_atoms: int = 4096) -> None:
-    """Store per-type scales ``dstd`` [T, 4] (RMS of the environment-matrix entries over all
-    neighbours within r_cut: radial, and the three angular columns together) so that the
-    networks see inputs of order one. Computed once (in batches), stored with the model."""
+def fit_statistics(model, frames: FrameSet | Sequence[Frame], batch_atoms: int = 4096) -> None:
+    """Let ``model`` set its input statistics from ``frames`` (``fit_input_statistics``:
+    normalisation, mean neighbours, …), in batches of about ``batch_atoms`` atoms."""
     data = as_frameset(frames, model.species, model.cutoff, model.dstd.device)
-    n_types = len(model.species)
-    sums = torch.zeros(n_types, 3, dtype=torch.float64, device=model.dstd.device)
-    with torch.no_grad():
-        model.dstd.fill_(1.0)
-        for chunk in data.batches(range(len(data)), batch_atoms):
-            batch = data.batch(chunk)
-            env, _, inside, ti, _ = model.environment(batch.state, batch.neighbors)
-            for t in range(n_types):
-                e = env[inside & (ti[:, None] == t)].double()
-                sums[t] += torch.stack([e[:, 0].pow(2).sum(), e[:, 1:].pow(2).sum(),
-                                        e.new_tensor(float(e.shape[0]))])
-        for t in range(n_types):
-            if sums[t, 2] > 0:
-                radial, angular = (sums[t, :2] / (sums[t, 2] * torch.tensor(
-                    [1.0, 3.0], dtype=torch.float64, device=sums.device))).sqrt()
-                model.dstd[t] = torch.stack([radial, angular, angular, angular])
-
-
-def mean_neighbors(frames: FrameSet | Sequence[Frame], cutoff: float) -> float:
-    """Average number of neighbours within ``cutoff`` (Å) per atom over ``frames``."""
-    species = frames.species if isinstance(frames, FrameSet) else \
-        sorted({int(z) for f in frames for z in f.atoms.numbers})
-    data = as_frameset(frames, species, cutoff)
-    pairs = sum(data._item(i)[1].i.numel() for i in range(len(data)))
-    return pairs / sum(data.n_atoms(i) for i in range(len(data)))
+    batches = (data.batch(chunk) for chunk in data.batches(range(len(data)), batch_atoms))
+    model.fit_input_statistics((b.state, b.neighbors) for b in batches)
 
 
 class Trainer:
