@@ -17,6 +17,7 @@ import ase.io
 import numpy as np
 
 from .errors import InputError
+from .files import check_text_ends
 
 #: atoms per conventional cubic cell of each lattice kind
 ATOMS_PER_CELL = {"sc": 1, "bcc": 2, "fcc": 4}
@@ -131,6 +132,7 @@ def read_images(path: str | os.PathLike, index: int | str = ":",
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: {what} not found")
+    check_text_ends(path)
     try:
         images = ase.io.read(path, index=index)
     except Exception as exc:  # ASE raises many kinds; all mean "cannot read this file"

@@ -1,13 +1,13 @@
 """Output files: atomic writes (a temporary file beside the target, then a rename, so a reader
-or a crash never sees a half-written result) and output folders; checks that catch truncated
-or damaged input files (text structure files cut off, ``torch.save`` archives)."""
+or a crash never sees a half-written result); checks that catch truncated or damaged input
+files (text structure files cut off, ``torch.save`` archives). Output folders are
+``hayabusa.rundir``'s."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import InputError, first_line
@@ -67,20 +67,3 @@ def load_torch(path, what: str, error: type[Exception] = InputError, map_locatio
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # the unpickler raises many kinds for content it cannot read
         raise error(f"{path}: not a readable {what} ({first_line(exc)})") from None
-
-
-def prepare_output(out, old: Iterable[Path] = ()) -> Path:
-    """Remove ``old`` (files or folders of an earlier run the user agreed to replace) and
-    create the output folder ``out``; a folder that cannot be made is an InputError."""
-    out = Path(out)
-    for p in old:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output directory ({exc.strerror})") \
-            from None
-    return out

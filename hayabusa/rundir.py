@@ -40,8 +40,11 @@ DENSITY_NAME = "li_density.npz"
 REPORT_NAME = "report.html"
 VIEW_NAME = "view.html"
 PLOTS_DIR = "plots"
-METRICS_NAME = "model_metrics.json"
+METRICS_NAME = "model_metrics.json"  # a study's copy of its model's test metrics
 PARITY_NAME = "parity.png"
+MODEL_NAME = "model.pt"  # hayabusa train's outputs
+TRAIN_LOG_NAME = "train.csv"
+TRAIN_METRICS_NAME = "metrics.json"
 #: what a study run directory ``<system>-<T>K/`` holds
 STUDY_RUN_FILES = (LOG_NAME, TRAJECTORY_NAME, START_NAME, RUN_JSON_NAME, DENSITY_NAME)
 
@@ -86,10 +89,16 @@ class RunDirectory:
             raise InputError(f"{path}: not a hayabusa run manifest")
         return data
 
-    def results(self, files=(), dirs: dict | None = None) -> list[Path]:
-        """The results of an earlier run that exist: what the manifest lists, or (no
-        manifest) ``files`` and the files matching ``dirs``' patterns."""
+    def _earlier(self) -> dict | None:
+        """The manifest of an earlier run of the same command (another command's results are
+        not this run's to replace: only the names this run writes are)."""
         old = self.manifest()
+        return old if old is not None and old.get("command") == self.command else None
+
+    def results(self, files=(), dirs: dict | None = None) -> list[Path]:
+        """The results of an earlier run that exist: what the manifest of an earlier run of
+        this command lists, else ``files`` and the files matching ``dirs``' patterns."""
+        old = self._earlier()
         if old is not None:
             files, dirs = old.get("files", []), old.get("dirs", {})
         found = [self.root / f for f in files if (self.root / f).is_file()]
@@ -117,7 +126,7 @@ class RunDirectory:
         names = ", ".join(str(p.relative_to(self.root)) for p in old[:4]) + \
             (", …" if len(old) > 4 else "")
         if restart_run_id is not None:
-            manifest = self.manifest()
+            manifest = self._earlier()
             theirs = manifest.get("run_id") if manifest else None
             if theirs != restart_run_id:
                 what = f"run {theirs}" if theirs else "a run hayabusa cannot identify"
@@ -136,7 +145,7 @@ class RunDirectory:
         record this run's manifest."""
         dirs = dict(dirs or {})
         if overwrite:
-            old = self.manifest()
+            old = self._earlier()
             created = set(old.get("dirs", {})) if old is not None else set(dirs)
             for path in self.results(files, dirs):
                 path.unlink()
@@ -149,7 +158,7 @@ class RunDirectory:
         except OSError as exc:
             raise InputError(f"{self.root}: cannot create the output directory "
                              f"({exc.strerror})") from None
-        previous = self.manifest() if not overwrite else None
+        previous = self._earlier() if not overwrite else None
         if previous is not None:  # a restart: keep what the run wrote before
             files = sorted(set(previous.get("files", [])) | {str(f) for f in files})
             dirs = {**previous.get("dirs", {}), **dirs}

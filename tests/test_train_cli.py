@@ -73,7 +73,8 @@ def rows(path):
 def test_train_writes_model_log_checkpoint_metrics_and_parity(trained, tmp_path, capsys):
     cfg, out = trained
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model.pt", "train.csv", "checkpoint.pt", "metrics.json", "parity.png", "config.yaml"])
+        ["model.pt", "train.csv", "checkpoint.pt", "metrics.json", "parity.png", "config.yaml",
+         ".hayabusa-run.json"])
     assert (out / "config.yaml").read_text() == cfg.read_text()
     log = rows(out / "train.csv")
     assert list(log[0]) == [c[0] for c in COLUMNS]

@@ -101,6 +101,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..files import write_atomic
+from ..rundir import ANALYSIS_NAME, DENSITY_NAME, RUN_JSON_NAME, TRAJECTORY_NAME
 from .clusters import find_clusters
 from .density import density_grid, grid_shape
 from .diffusion import (
@@ -119,8 +120,6 @@ from .sites import assign_sites, count_jumps, garnet_li_sites, li_hop_length
 from .thermo import read_thermo, thermo_summary
 from .trajectory import read_trajectory
 
-ANALYSIS_NAME = "analysis.json"
-DENSITY_NAME = "li_density.npz"
 SETTINGS = {
     "n_blocks": 5, "n_atom_groups": 4, "max_lag_fraction_of_block": 0.5,
     "diffusive_slope_range": list(SLOPE_RANGE), "min_window_span": MIN_SPAN,
@@ -228,8 +227,8 @@ def _status(diffusion: dict, thermo: dict) -> dict:
 
 def analyze_one(run: Path, settings: dict = SETTINGS) -> tuple[dict, np.ndarray, np.ndarray]:
     """(entry of ``runs``, Li density grid, mean cell) for one run directory."""
-    meta = _read_run_json(run / "run.json")
-    traj_path = run / "traj.h5"
+    meta = _read_run_json(run / RUN_JSON_NAME)
+    traj_path = run / TRAJECTORY_NAME
     if not traj_path.is_file():
         raise InputError(f"{traj_path}: missing (each run directory needs traj.h5)")
     traj = read_trajectory(traj_path)
@@ -395,7 +394,7 @@ def analyze_run(run_dir, overwrite: bool = False, **options) -> dict:
     root = Path(run_dir)
     if not root.is_dir():
         raise InputError(f"{root}: not a directory (expected a study run directory)")
-    runs = sorted(p for p in root.iterdir() if (p / "run.json").is_file())
+    runs = sorted(p for p in root.iterdir() if (p / RUN_JSON_NAME).is_file())
     if not runs:
         raise InputError(f"{root}: no run directories (<system>-<T>K/ with run.json) found")
     outputs = [root / ANALYSIS_NAME] + [p / DENSITY_NAME for p in runs]

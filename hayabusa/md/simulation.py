@@ -247,13 +247,15 @@ class Simulation:
         step_length = st.velocities.norm(dim=1) * dt
         push = 0.5 * res.forces.norm(dim=1) * integ.accel[:, 0] * dt * dt
         conserved = integ.conserved(st, res)
-        if self._last_conserved is None or self._last_conserved.shape != conserved.shape:
-            jump = torch.zeros_like(conserved)
-        else:
-            jump = (conserved - self._last_conserved).abs()
         ke = self.kinetic_energy()
+        if self._last_conserved is None or self._last_conserved[0].shape != conserved.shape:
+            jump, ke_before = torch.zeros_like(conserved), ke
+        else:
+            jump = (conserved - self._last_conserved[0]).abs()
+            ke_before = self._last_conserved[1]
         n_atoms = st.n_atoms_per_system.to(torch.float64)
-        scale = torch.maximum(JUMP_FACTOR * 2 * ke / integ.dof.clamp(min=1).sqrt(),
+        # k_B T √N_f = 2 KE / √N_f, at the last healthy check
+        scale = torch.maximum(JUMP_FACTOR * 2 * ke_before / integ.dof.clamp(min=1).sqrt(),
                               ENERGY_FLOOR[self.units.name] * n_atoms)
         per_atom = [~finite, step_length > self.max_step_length, push > self.max_step_length]
         close = None
@@ -263,7 +265,7 @@ class Simulation:
         flags = torch.stack([torch.stack([f.any() for f in per_atom]).any(),
                              (jump > scale).any()])
         if not bool(flags.any()):  # the one host sync of a healthy check
-            self._last_conserved = conserved
+            self._last_conserved = (conserved, ke)
             return
         self._raise_failure(per_atom, step_length, push, jump, scale, close)
 
@@ -292,6 +294,14 @@ class Simulation:
                 f"{head}, system {system}, atom {local}: NaN or infinite position, velocity, "
                 f"force or energy — likely a time step too large for this potential or a model "
                 f"far outside its training range")
+        if close is not None and bool(per_atom[3].any()):
+            atom, system, local = where(per_atom[3])
+            other = int(close[1][atom]) - int(first[system])
+            raise SimulationError(
+                f"{head}, system {system}: atoms {local} and {other} are "
+                f"{float(close[0][atom]):.3g} {unit} apart, inside the potential's core "
+                f"({self.potential.core_radius:g} {unit}) — likely a time step too large, too "
+                f"small a cutoff for this density, or a model outside its training range")
         if bool(per_atom[1].any()):
             atom, system, local = where(per_atom[1])
             raise SimulationError(
@@ -305,14 +315,6 @@ class Simulation:
                 f"{float(push[atom]):.3g} {unit} in one step (limit {self.max_step_length:g}) "
                 f"— likely atoms too close (a bad start, too small a cutoff for this density) "
                 f"or a time step too large")
-        if close is not None and bool(per_atom[3].any()):
-            atom, system, local = where(per_atom[3])
-            other = int(close[1][atom]) - int(first[system])
-            raise SimulationError(
-                f"{head}, system {system}: atoms {local} and {other} are "
-                f"{float(close[0][atom]):.3g} {unit} apart, inside the potential's core "
-                f"({self.potential.core_radius:g} {unit}) — likely a time step too large, too "
-                f"small a cutoff for this density, or a model outside its training range")
         system = int(torch.argmax(jump / scale))
         raise SimulationError(
             f"{head}, system {system}: conserved energy jumped by {float(jump[system]):.3g} "

@@ -261,8 +261,10 @@ class H5MDWriter(_TrajectoryWriter):
                                        step, time, value [T] (conserved: the integrator's)
 
     Within a system every element shares one ``step`` and ``time`` dataset (HDF5 hard links,
-    allowed by H5MD). Metal units: ``unit`` attrs angstrom, angstrom fs-1, eV angstrom-1, eV,
-    amu, fs, K (velocities stored in Å/fs); lj runs store reduced numbers without unit attrs.
+    allowed by H5MD). Every growing dataset carries Fletcher-32 checksums of its chunks, so
+    damaged bytes are a read error, not other numbers. Metal units: ``unit`` attrs angstrom,
+    angstrom fs-1, eV angstrom-1, eV, amu, fs, K (velocities stored in Å/fs); lj runs store
+    reduced numbers without unit attrs.
     Values are written before ``step``, so ``len(step)`` counts complete frames.
 
     ``append=True`` reopens an existing file (same systems, atom counts and species) and
@@ -379,9 +381,9 @@ class H5MDWriter(_TrajectoryWriter):
             n = sl.stop - sl.start
             part = f.create_group(f"particles/system_{k}")
             step = part.create_dataset("position/step", shape=(0,), maxshape=(None,),
-                                       dtype=np.int64, chunks=(1024,))
+                                       dtype=np.int64, chunks=(1024,), fletcher32=True)
             time = part.create_dataset("position/time", shape=(0,), maxshape=(None,),
-                                       dtype=_FLOAT, chunks=(1024,))
+                                       dtype=_FLOAT, chunks=(1024,), fletcher32=True)
             if "time" in unit:
                 time.attrs["unit"] = unit["time"]
             for name in _VECTORS:
@@ -453,7 +455,7 @@ def _element(group, name: str, shape: tuple, step, time, unit: str | None):
         chunks = (1, max(1, min(shape[0], (1 << 22) // (frame_bytes // shape[0]))),
                   *shape[1:])
     value = g.create_dataset("value", shape=(0, *shape), maxshape=(None, *shape),
-                             dtype=_FLOAT, chunks=chunks)
+                             dtype=_FLOAT, chunks=chunks, fletcher32=True)
     if unit:
         value.attrs["unit"] = unit
     return g

@@ -17,17 +17,25 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..files import prepare_output, write_atomic
+from ..files import write_atomic
 from ..models import get_kind, load_core, save_model
+from ..rundir import (
+    CHECKPOINT_NAME,
+    CONFIG_COPY_NAME,
+    MODEL_NAME,
+    PARITY_NAME,
+    TRAIN_LOG_NAME,
+    TRAIN_METRICS_NAME,
+    RunDirectory,
+    new_run_id,
+)
 from .config import TrainConfig, data_files, species_numbers
 from .data import fit_reference_energies, load_frames, split, summary
 from .ddp import Distributed
 from .metrics import Predictions, errors, format_table
 from .trainer import FrameSet, Trainer, fit_statistics, predict
 
-MODEL_NAME, LOG_NAME, CHECKPOINT_NAME = "model.pt", "train.csv", "checkpoint.pt"
-METRICS_NAME, PARITY_NAME, CONFIG_COPY_NAME = "metrics.json", "parity.png", "config.yaml"
-TRAIN_OUTPUTS = (MODEL_NAME, LOG_NAME, CHECKPOINT_NAME, METRICS_NAME, PARITY_NAME,
+TRAIN_OUTPUTS = (MODEL_NAME, TRAIN_LOG_NAME, CHECKPOINT_NAME, TRAIN_METRICS_NAME, PARITY_NAME,
                  CONFIG_COPY_NAME)
 
 #: log columns: (row key, console header, unit, console format)
@@ -134,7 +142,7 @@ def _write_results(out: Path, preds: dict[str, Predictions], extra: dict, title:
 
     metrics = {name: errors(p) for name, p in preds.items()}
     report = {**metrics, **extra}
-    write_atomic(out / METRICS_NAME,
+    write_atomic(out / TRAIN_METRICS_NAME,
                  lambda tmp: tmp.write_text(json.dumps(report, indent=2), encoding="utf-8"))
     plot_parity(parity_panels(preds), out / PARITY_NAME, title=title)
     return metrics
@@ -153,7 +161,7 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
     resume = Path(resume) if resume is not None else None
     if resume is not None and not resume.is_file():
         raise InputError(f"{resume}: checkpoint not found")
-    existing = _check_output(out, TRAIN_OUTPUTS, overwrite, resume)
+    _check_output(out, TRAIN_OUTPUTS, overwrite, resume)
     species = species_numbers(cfg)
     frames = load_frames(data_files(cfg, config_path), cfg.data.index, species)
     if species is None:
@@ -171,7 +179,8 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
     s = trainer.settings
     stop = s.total_steps if until_step is None else min(until_step, s.total_steps)
     if main:
-        prepare_output(out, existing if resume is None else ())
+        RunDirectory(out, "train").start(new_run_id(), TRAIN_OUTPUTS,
+                                         overwrite=overwrite and resume is None)
         if resume is None or not (out / CONFIG_COPY_NAME).exists():
             write_atomic(out / CONFIG_COPY_NAME, lambda tmp: shutil.copyfile(config_path, tmp))
         n_params = sum(p.numel() for p in model.parameters())
@@ -187,7 +196,7 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
         from tqdm import tqdm
 
         bar = tqdm(total=stop, initial=trainer.step, unit="step", dynamic_ncols=True)
-    log = TrainLog(out / LOG_NAME, stream, trainer.step if resume else None,
+    log = TrainLog(out / TRAIN_LOG_NAME, stream, trainer.step if resume else None,
                    write=bar.write if bar is not None else
                    (lambda line: print(line, file=stream, flush=True))) if main else None
     every = cfg.training.checkpoint_every
@@ -232,14 +241,15 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
 def run_test(model_path, data_paths, out: Path, device, *, overwrite=False,
              batch_atoms: int = 1024, stream=None) -> dict:
     """Metrics and parity plot of a model file on labelled frames."""
-    _check_output(out, (METRICS_NAME, PARITY_NAME), overwrite)
+    _check_output(out, (TRAIN_METRICS_NAME, PARITY_NAME), overwrite)
     model = load_core(model_path, device)
     frames = load_frames(data_paths, species=model.species)
     data = FrameSet(frames, model.species, model.cutoff, device)
     pred = predict(model, data, range(len(data)), batch_atoms)
-    prepare_output(out, [out / n for n in (METRICS_NAME, PARITY_NAME)])
+    RunDirectory(out, "test").start(new_run_id(), (TRAIN_METRICS_NAME, PARITY_NAME),
+                                    overwrite=overwrite)
     extra = {"model": str(model_path), "data": [str(p) for p in data_paths]}
     metrics = _write_results(out, {"test": pred}, extra, f"{model_path}")
     print(f"data: {summary(frames)}\n{format_table(metrics)}\nhayabusa test: outputs in "
-          f"{out}/ ({METRICS_NAME}, {PARITY_NAME})", file=stream or sys.stdout, flush=True)
+          f"{out}/ ({TRAIN_METRICS_NAME}, {PARITY_NAME})", file=stream or sys.stdout, flush=True)
     return metrics

@@ -31,17 +31,19 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..analysis.diffusion import ArrheniusFit
 from ..errors import InputError
 from ..files import write_atomic
+from ..rundir import (
+    ANALYSIS_NAME,
+    METRICS_NAME,
+    PARITY_NAME,
+    PLOTS_DIR,
+    REPORT_NAME,
+    RUN_JSON_NAME,
+    START_NAME,
+    TRAJECTORY_NAME,
+    VIEW_NAME,
+)
 from . import plots, view3d
 
-REPORT_NAME = "report.html"
-VIEW_NAME = "view.html"
-PLOTS_DIR = "plots"
-ANALYSIS_NAME = "analysis.json"
-METRICS_NAME = "model_metrics.json"
-PARITY_NAME = "parity.png"
-RUN_JSON_NAME = "run.json"
-START_NAME = "start.extxyz"
-TRAJ_NAME = "traj.h5"
 METRIC_NAMES = {"energy_meV_per_atom": "energy (meV/atom)", "forces_meV_per_A": "forces (meV/Å)",
                 "stress_GPa": "stress (GPa)"}
 
@@ -608,11 +610,11 @@ class _Report:
     def view(self):
         """(HTML section, figure or None)."""
         runs = sorted(self.a.runs, key=lambda r: (r.segregation is not None, r.temperature_K))
-        candidates = [r for r in reversed(runs) if (self.dir / r.name / TRAJ_NAME).is_file()]
+        candidates = [r for r in reversed(runs) if (self.dir / r.name / TRAJECTORY_NAME).is_file()]
         if not candidates:
-            return _note(f"No {TRAJ_NAME} in any run directory: no 3D view."), None
+            return _note(f"No {TRAJECTORY_NAME} in any run directory: no 3D view."), None
         r = candidates[0]
-        atoms, li, time_ps = _read_li_trajectory(self.dir / r.name / TRAJ_NAME,
+        atoms, li, time_ps = _read_li_trajectory(self.dir / r.name / TRAJECTORY_NAME,
                                                  view3d.MAX_PATH_FRAMES)
         density, missing = None, []
         if r.li_density_file:

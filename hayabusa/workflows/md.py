@@ -84,14 +84,14 @@ def run_md(config_path, output=None, overwrite: bool = False, restart=None,
         text = Path(config_path).read_text(encoding="utf-8")
         write_atomic(out / CONFIG_COPY_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     append = checkpoint is not None
-    reporters = [ThermoLog(cfg.output.thermo_every, path=out / LOG_NAME, stream=sys.stdout,
-                           overwrite=True),
-                 ProgressBar()]
+    reporters = []  # the trajectory first: appending to it is checked before anything is logged
     if traj is not None:
         writer = ExtxyzWriter if traj.format == "extxyz" else H5MDWriter
         reporters.append(writer(traj_path, traj.every, overwrite=not append, append=append))
     every = cfg.output.checkpoint_every or max(1, cfg.run.steps)
-    reporters.append(CheckpointWriter(out / CHECKPOINT_NAME, every))
+    reporters += [ThermoLog(cfg.output.thermo_every, path=out / LOG_NAME, stream=sys.stdout,
+                            overwrite=True),
+                  ProgressBar(), CheckpointWriter(out / CHECKPOINT_NAME, every)]
     sim.reporters = reporters
     sim.run(remaining)
     written = [p for p in (out / LOG_NAME, traj_path, out / CHECKPOINT_NAME)
