@@ -1,5 +1,7 @@
 """GPU checks against the CPU reference path (run on a GPU machine: pytest -m gpu)."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,18 @@ from hayabusa.neighbors import cell_list_pairs
 from hayabusa.potentials import kob_andersen
 
 pytestmark = pytest.mark.gpu  # conftest.py: selecting these without a CUDA GPU is an error
+
+
+def kernels_run(fn) -> set[str]:
+    """Names of the CUDA kernels ``fn()`` launched (to assert that a Triton path ran)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+
+
+def ran(names: set[str], kernel: str) -> bool:
+    return any(kernel in name for name in names)
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +107,8 @@ def test_triton_min_image_build_equals_reference():
     from hayabusa.neighbors.min_image import MinImageNeighborList
 
     state = ka_batch_cuda()
-    gpu = MinImageNeighborList(2.5, 0.3, capacity=8).build(state)  # grows from 8
+    gpu = MinImageNeighborList(2.5, 0.3, capacity=8)
+    assert ran(kernels_run(lambda: gpu.build(state)), "build_kernel")  # grows from 8
     ref = MinImageNeighborList(2.5, 0.3)
     ref.build(state.to("cpu"))
     assert torch.equal(gpu.mask.sum(1).cpu(), ref.mask.sum(1))
@@ -111,6 +126,7 @@ def test_fused_lj_kernel_equals_pytorch_path(truncation, precision):
     state = ka_batch_cuda()
     nl = MinImageNeighborList(2.5, 0.3).build(state)
     pot = kob_andersen(truncation, precision).to("cuda")
+    assert ran(kernels_run(lambda: pot(state, nl)), "_lj_kernel")
     fused = pot(state, nl)  # Triton kernel
     ref = pot(state, nl, compute_stress=True)  # PyTorch path (stress forces it)
     scale = ref.forces.abs().max()
@@ -131,6 +147,7 @@ def test_fused_one_type_lj_kernel_equals_pytorch_path(truncation, precision):
     state.positions.add_(0.05 * torch.randn_like(state.positions))
     nl = MinImageNeighborList(2.5, 0.3).build(state)
     pot = LennardJones(1.0, 1.0, 2.5, truncation, precision=precision).to("cuda")
+    assert ran(kernels_run(lambda: pot(state, nl)), "_lj_kernel")
     fused, ref = pot(state, nl), pot(state, nl, compute_stress=True)
     tol = 1e-12 if precision == "float64" else 2e-6
     assert (fused.forces - ref.forces).abs().max() < tol * ref.forces.abs().max()
@@ -151,31 +168,45 @@ def test_graph_blocks_on_fused_path_follow_eager_cell_list():
         return sim
 
     eager, fused = run("cell", 0), run("auto", 10)
-    assert fused.forces.neighbors.kind == "min_image" and fused.blocks.graph is not None
-    assert fused.blocks.build_graph is not None  # the list is rebuilt by its own graph …
-    assert fused.forces.neighbors.n_builds < fused.blocks.replays  # … only when needed
+    assert fused.neighbors.kind == "min_image" and fused.blocks.graph is not None
+    assert fused.neighbors._build_graph is not None  # the list is rebuilt by its own graph …
+    assert fused.neighbors.n_builds < fused.blocks.replays  # … only when needed
     assert (eager.state.positions - fused.state.positions).abs().max() < 1e-9
+
+
+def small_deeppot(precision="float64", embedding=(8, 16), species=(29, 47), **extra):
+    from hayabusa.models import DeepPotSE
+
+    torch.manual_seed(0)
+    return DeepPotSE(list(species), r_cut=4.0, r_smth=2.0, precision=precision,
+                     embedding=embedding, axis_neurons=4, fitting=(16, 16), neighbor_norm=20.0,
+                     **extra)
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("embedding", [(8,), (8, 16), (25, 50, 100), (6, 6, 12)])
-def test_tangent_embedding_kernel_equals_pytorch_tangent(precision, embedding):
-    """The Triton kernel's G and dG/ds equal ResidualMLP.forward_with_tangent's; shapes that
-    are not w, 2w, 4w take the PyTorch path."""
-    from hayabusa.models import DeepPotSE
+def test_tangent_contraction_operator_equals_its_reference(precision, embedding):
+    """On CUDA the operator's G and dG/ds (Triton for DeePMD's w, 2w, 4w nets, else the
+    PyTorch path) equal ops.tangent_reference's, and T = Gᵀ R̂."""
+    from hayabusa.models.ops import tangent_reference
     from hayabusa.models.tangent_embedding import kernel_supports
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29, 47], embedding=embedding, axis_neurons=4, fitting=(8,),
-                      precision=precision).cuda().eval()
+    model = small_deeppot(precision, embedding).cuda().eval()
     s = torch.rand(1000, 37, dtype=model.net_dtype, device="cuda") * 1.5
+    env = torch.randn(1000, 37, 4, dtype=model.net_dtype, device="cuda")
     tol = 1e-13 if precision == "float64" else 1e-5
-    for t, net in enumerate(model.embedding_nets):
-        g, dg = model.embedding_with_tangent(t, s)
-        assert (model._kernel_weights is not None) == kernel_supports(list(embedding))
-        g_ref, dg_ref = net.forward_with_tangent(s)
+    for net in model.embedding_nets:
+        w, b = net.weights()
+        with torch.no_grad():
+            names = kernels_run(functools.partial(torch.ops.hayabusa.tangent_contraction,
+                                                  s, env, w, b))
+            assert ran(names, "doubling_layer_kernel") == kernel_supports(list(embedding))
+            t, g, dg = torch.ops.hayabusa.tangent_contraction(s, env, w, b)
+            g_ref, dg_ref = tangent_reference(s, w, b)
         assert (g - g_ref).abs().max() <= tol * g_ref.abs().max()
         assert (dg - dg_ref).abs().max() <= tol * dg_ref.abs().max()
+        t_ref = torch.bmm(g_ref.transpose(1, 2), env)
+        assert (t - t_ref).abs().max() <= tol * 10 * t_ref.abs().max()
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
@@ -183,41 +214,64 @@ def test_tangent_embedding_kernel_equals_pytorch_tangent(precision, embedding):
 def test_tangent_embedding_kernel_in_both_loop_forms(precision, stages, monkeypatch):
     """The kernel with an unrolled K loop (STAGES 0) and a pipelined one gives the PyTorch
     tangent, in a wide tile shape too."""
-    from hayabusa.models import DeepPotSE, tangent_embedding
+    from hayabusa.models import tangent_embedding
+    from hayabusa.models.ops import tangent_reference
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29], embedding=(25, 50, 100), axis_neurons=4, fitting=(8,),
-                      precision=precision).cuda().eval()
+    model = small_deeppot(precision, (25, 50, 100), species=(29,)).cuda().eval()
+    w, b = model.embedding_nets[0].weights()
     s = torch.rand(999, 41, dtype=model.net_dtype, device="cuda") * 1.5
     tol = 1e-13 if precision == "float64" else 1e-5
-    for bm, bn, warps in ((16, 64, 2), (32, 128, 4)):
-        monkeypatch.setitem(tangent_embedding.SHAPES, model.net_dtype,
-                            {"BM": bm, "BN": bn, "BK": 16, "STAGES": stages, "num_warps": warps})
-        g, dg = model.embedding_with_tangent(0, s)
-        g_ref, dg_ref = model.embedding_nets[0].forward_with_tangent(s)
-        assert (g - g_ref).abs().max() <= tol * g_ref.abs().max()
-        assert (dg - dg_ref).abs().max() <= tol * dg_ref.abs().max()
+    with torch.no_grad():
+        g_ref, dg_ref = tangent_reference(s, w, b)
+        for bm, bn, warps in ((16, 64, 2), (32, 128, 4)):
+            monkeypatch.setitem(tangent_embedding.SHAPES, model.net_dtype,
+                                {"BM": bm, "BN": bn, "BK": 16, "STAGES": stages,
+                                 "num_warps": warps})
+            g, dg = tangent_embedding.embedding_with_tangent(s, w, b)
+            assert (g - g_ref).abs().max() <= tol * g_ref.abs().max()
+            assert (dg - dg_ref).abs().max() <= tol * dg_ref.abs().max()
+
+
+def test_environment_operator_and_its_backward_equal_the_reference():
+    from hayabusa.models.ops import environment_reference
+
+    vec = torch.randn(500, 40, 3, dtype=torch.float64, device="cuda") * 2.5
+    mask = torch.rand(500, 40, device="cuda") < 0.8
+    inv_std = torch.rand(500, 4, dtype=torch.float64, device="cuda") + 0.5
+    weights = (torch.randn(500, 40, dtype=torch.float64, device="cuda"),
+               torch.randn(500, 40, 4, dtype=torch.float64, device="cuda"))
+    results = []
+    for op in (torch.ops.hayabusa.environment, environment_reference):
+        v = vec.clone().requires_grad_(True)
+        s, env = op(v, mask, inv_std, 1.0, 5.0)
+        grad = torch.autograd.grad((s * weights[0]).sum() + (env * weights[1]).sum(), v)[0]
+        results.append((s, env, grad))
+    names = kernels_run(lambda: torch.ops.hayabusa.environment(vec, mask, inv_std, 1.0, 5.0))
+    assert ran(names, "environment_kernel")
+    for a, b in zip(*results, strict=True):
+        assert (a - b).abs().max() < 1e-13 * max(1.0, float(b.abs().max()))
 
 
 @pytest.mark.parametrize("precision", ["float64", "mixed", "float32"])
 @pytest.mark.parametrize("embedding", [(8, 16), (25, 50, 100)])
 def test_deeppot_inference_path_equals_training_path(precision, embedding):
-    """Inference (the tangent kernel and batched matmuls) gives the energy, forces and stress
-    of the training path (autograd through the nets), two species in a sheared cell."""
+    """Inference (the Triton operators and batched matmuls) gives the energy, forces and
+    stress of the training path (autograd through the nets, PyTorch references), two species
+    in a sheared cell."""
     from test_deeppot import cuag
 
     from hayabusa import NeighborList
-    from hayabusa.models import DeepPotSE
+    from hayabusa.models import ModelPotential
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, precision=precision,
-                      embedding=embedding, axis_neurons=4, fitting=(16, 16),
-                      neighbor_norm=20.0).cuda()
+    model = ModelPotential(small_deeppot(precision, embedding)).cuda()
     state = State.from_atoms([cuag(0, 3), cuag(1, 2)], species=model.species, device="cuda")
     nl = NeighborList(model.cutoff, skin=0.5).build(state)
     ref = model.train()(state, nl, compute_stress=True)
-    got = model.eval()(state, nl, compute_stress=True)
-    assert model._kernel_weights is not None
+    model.eval()
+    names = kernels_run(lambda: model(state, nl, compute_stress=True))
+    assert ran(names, "environment_kernel") and ran(names, "environment_backward_kernel")
+    assert ran(names, "doubling_layer_kernel")
+    got = model(state, nl, compute_stress=True)
     tol = 1e-10 if precision == "float64" else 2e-5
     assert torch.allclose(got.energy, ref.energy.detach(), rtol=tol, atol=tol)
     scale = ref.forces.abs().max()
@@ -232,13 +286,11 @@ def test_deeppot_on_gpu_equals_cpu(precision):
     from test_deeppot import cuag
 
     from hayabusa import NeighborList
-    from hayabusa.models import DeepPotSE
+    from hayabusa.models import ModelPotential
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, precision=precision,
-                      embedding=(8, 16, 32), axis_neurons=4, fitting=(16, 16),
-                      neighbor_norm=20.0).eval()
-    model.dstd.uniform_(0.5, 2.0)
+    core = small_deeppot(precision, (8, 16, 32)).eval()
+    core.dstd.uniform_(0.5, 2.0)
+    model = ModelPotential(core)
     results = []
     for device in ("cpu", "cuda"):
         model.to(device)
@@ -254,17 +306,14 @@ def test_deeppot_on_gpu_equals_cpu(precision):
 
 
 def test_deeppot_md_in_cuda_graph_blocks_follows_eager_steps():
-    """MD of DeepPot-SE inside CUDA-graph blocks (per-type sections of the widths fix_sizes
-    chose) follows eager MD (sections as wide as needed, one host sync per call), float64,
-    Cu/Ag, NVE; the sections never overflowed."""
+    """MD of DeepPot-SE inside CUDA-graph blocks (the list's fixed type sections) follows
+    eager MD, float64, Cu/Ag, NVE; the sections never overflowed."""
     from test_deeppot import cuag
 
     from hayabusa.md import VelocityVerlet
-    from hayabusa.models import DeepPotSE
+    from hayabusa.models import ModelPotential
 
-    torch.manual_seed(0)
-    model = DeepPotSE([29, 47], r_cut=4.0, r_smth=2.0, embedding=(8, 16), axis_neurons=4,
-                      fitting=(16, 16), neighbor_norm=20.0).cuda().eval()
+    model = ModelPotential(small_deeppot()).cuda().eval()
 
     def run(block_steps):
         state = State.from_atoms([cuag(0, 3)], species=model.species, device="cuda")
@@ -275,8 +324,100 @@ def test_deeppot_md_in_cuda_graph_blocks_follows_eager_steps():
         return sim
 
     eager, graphed = run(0), run(10)
-    assert graphed.blocks.graph is not None and not bool(model.sizes_overflowed())
+    assert graphed.blocks.graph is not None and not bool(graphed.neighbors.overflowed())
     assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-9
+
+
+def test_langevin_in_cuda_graph_blocks_follows_eager_steps():
+    """Counter-based noise inside CUDA graphs: the blocked run draws what the eager run
+    draws (undone blocks rewind the counters with the snapshot)."""
+    from hayabusa.md import Langevin
+
+    def run(block_steps):
+        state = State.from_atoms(systems(), units="lj", species=["H", "He"])
+        maxwell_boltzmann(state, 0.8, units="lj", seed=1)
+        sim = Simulation(state.to("cuda"), kob_andersen(),
+                         Langevin(0.005, 0.8, 1.0, units="lj", seed=3), units="lj",
+                         block_steps=block_steps, health_every=25)
+        sim.run(200)
+        return sim
+
+    eager, graphed = run(0), run(25)
+    assert graphed.blocks.graph is not None
+    assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-9
+
+
+def test_masked_restore_inside_a_cuda_graph_equals_eager():
+    """A captured graph that takes a snapshot, runs steps and restores the masked systems
+    leaves the state the eager sequence leaves."""
+    from hayabusa.md import Langevin
+
+    def setup():
+        state = State.from_atoms(systems() * 2, units="lj", species=["H", "He"])
+        maxwell_boltzmann(state, 0.8, units="lj", seed=1)
+        sim = Simulation(state.to("cuda"), kob_andersen(),
+                         Langevin(0.005, 0.8, 1.0, units="lj", seed=3), units="lj")
+        sim.run(5)
+        return sim
+
+    mask = torch.tensor([True, False, False, True], device="cuda")
+
+    def sequence(sim, snap):
+        snap.take()
+        result = sim.result
+        for _ in range(5):
+            result = sim.integrator.step(sim.state, result,
+                                         lambda st, stress=False: sim.forces(st, update=False))
+        sim.result.forces.copy_(result.forces)
+        sim.result.energy.copy_(result.energy)
+        snap.restore(mask)
+
+    eager = setup()
+    sequence(eager, eager.snapshot())
+    graphed = setup()
+    snap = graphed.snapshot()
+    sequence(graphed, snap)  # warm-up
+    snap.restore()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        sequence(graphed, snap)
+    graph.replay()
+    assert torch.equal(eager.state.positions, graphed.state.positions)
+    assert torch.equal(eager.state.velocities, graphed.state.velocities)
+    assert torch.equal(eager.integrator.thermostat.draws, graphed.integrator.thermostat.draws)
+
+
+def test_counter_based_normals_on_cuda_equal_cpu():
+    from hayabusa.md.random import draw_normals
+
+    seeds, draws = torch.tensor([3, 4]), torch.tensor([0, 9])
+    system_idx = torch.arange(2).repeat_interleave(5000)
+    local = torch.arange(5000).repeat(2)
+    cpu = draw_normals(seeds, draws, system_idx, local, 1)
+    gpu = draw_normals(seeds.cuda(), draws.cuda(), system_idx.cuda(), local.cuda(), 1)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert (a - b.cpu()).abs().max() < 1e-12
+
+
+def test_stale_check_kernel_with_a_box_change_equals_the_pytorch_criterion():
+    from hayabusa.neighbors.min_image import MinImageNeighborList
+
+    state = ka_batch_cuda()
+    nl = MinImageNeighborList(2.5, 0.3).build(state)
+    for strain, shift in ((0.0, 0.1), (0.0, 0.2), (0.02, 0.0), (0.004, 0.05)):
+        moved = state.clone()
+        moved.positions.add_(shift * torch.randn_like(moved.positions) / 3)
+        moved.positions.mul_(1 - strain)
+        moved.cell.mul_(1 - strain)
+        nl.reset_checks()
+        nl.check(moved)  # the Triton kernel
+        box, ref = (torch.diagonal(c, dim1=1, dim2=2) for c in (moved.cell, nl.reference_cell))
+        scale = ref / box
+        limit = 0.5 * nl.skin - 0.5 * nl.cutoff * (scale - 1).norm(dim=1)
+        d = (moved.positions * scale[moved.system_idx] - nl.reference_positions).norm(dim=1)
+        expected = bool(((d > limit[moved.system_idx]) | (limit[moved.system_idx] <= 0)).any())
+        assert bool(nl.stale) == expected
 
 
 @pytest.mark.parametrize("chain_length", [1, 3, 5])
@@ -289,15 +430,18 @@ def test_nose_hoover_chain_kernel_equals_pytorch_chain(chain_length):
 
     state = State.from_atoms([kob_andersen_mixture(n, 1.2, seed=n) for n in (100, 150, 200)],
                              units="lj").to("cuda")
-    torch_chain = NoseHooverChain([0.005, 0.004, 0.003], [0.8, 0.5, 1.2], 0.2, units="lj",
-                                  chain_length=chain_length)
-    torch_chain.init(state)
+    integrator = NoseHooverChain([0.005, 0.004, 0.003], [0.8, 0.5, 1.2], 0.2, units="lj",
+                                 chain_length=chain_length)
+    integrator.init(state)
+    torch_chain = integrator.thermostat
     torch_chain.v_xi.normal_()
     torch_chain.xi.normal_()
     kernel_chain = copy.deepcopy(torch_chain)
     ke2 = torch.tensor([10.0, 3.0, 50.0], dtype=torch.float64, device="cuda")
+    assert ran(kernels_run(lambda: chain_half_step(ke2, copy.deepcopy(kernel_chain))),
+               "chain_kernel")
     for _ in range(3):
-        scale = torch_chain.chain_half_step(ke2)
+        scale = torch_chain.chain_step(ke2)
         assert torch.allclose(chain_half_step(ke2, kernel_chain), scale, rtol=1e-14, atol=0)
     assert torch.allclose(kernel_chain.v_xi, torch_chain.v_xi, rtol=1e-13, atol=1e-15)
     assert torch.allclose(kernel_chain.xi, torch_chain.xi, rtol=1e-13, atol=1e-15)
