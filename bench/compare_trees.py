@@ -23,7 +23,7 @@ from pathlib import Path
 BENCHES = {
     "lj": ["lj", "--atoms", "4000,32000,1048576", "--steps", "400", "--block-steps", "5"],
     "kalj": ["kalj", "--replicas", "256", "--steps", "200", "--block-steps", "5"],
-    "model": ["model", "--precisions", "float64,mixed", "--train-steps", "5"],
+    "model": ["model", "--peers", "deepmd", "--precisions", "float64,mixed", "--train-steps", "5"],
 }
 
 

@@ -137,3 +137,21 @@ def test_per_system_cutoffs():
                 if int(state.system_idx[p[0]]) == s}
 
     assert got == of_system(3.0, 0) | of_system(3.6, 1)
+
+
+def test_a_rebuild_keeps_the_sections_tensors_a_graph_reads():
+    """A build with unchanged widths and atoms keeps every tensor of the sections (a captured
+    CUDA graph keeps reading them: found on an H200, where a rebuild that replaced them let a
+    graph read freed memory); a grown section changes the graph key."""
+    state = alloy(4)
+    request = TypedRequest(3.2, (29, 47))
+    nl = NeighborList(4.0, skin=0.5)
+    nl.request(request)
+    nl.build(state)
+    key = nl.graph_key()
+    before = nl.sections[request]
+    nl.build(state)
+    assert nl.sections[request] is before and nl.graph_key() == key
+    before.seen += 100  # as if an atom had outgrown its sections
+    nl.build(state)
+    assert nl.sections[request] is not before and nl.graph_key() != key

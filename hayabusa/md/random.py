@@ -32,11 +32,10 @@ def philox4x32(counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, torch
     int64 tensors holding 32-bit values, broadcast together)."""
     c0, c1, c2, c3 = torch.broadcast_tensors(*counter, *key)[:4]
     k0, k1 = torch.broadcast_tensors(*key, c0)[:2]
-    shape = (2,) + (1,) * c0.ndim
-    mul = torch.tensor([0xD2511F53, 0xCD9E8D57], dtype=torch.int64, device=c0.device)
-    mul = mul.reshape(shape)
-    weyl = torch.tensor([0x9E3779B9, 0xBB67AE85], dtype=torch.int64, device=c0.device)
-    weyl = weyl.reshape(shape)
+    # the two rows' constants, made on the device (no host copy: CUDA-graph capture allows none)
+    row = torch.arange(2, dtype=torch.int64, device=c0.device).reshape((2,) + (1,) * c0.ndim)
+    mul = 0xD2511F53 + (0xCD9E8D57 - 0xD2511F53) * row
+    weyl = 0x9E3779B9 + (0xBB67AE85 - 0x9E3779B9) * row
     a = torch.stack([c0, c2])  # the words that are multiplied
     b = torch.stack([c1, c3])
     k = torch.stack([k0, k1])

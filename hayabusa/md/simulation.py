@@ -21,7 +21,7 @@ import torch
 from ..errors import HayabusaError, InputError, SimulationError
 from ..files import load_torch, write_atomic
 from ..potentials import Potential, PotentialResult
-from ..state import State
+from ..state import State, sum_over_systems
 from ..units import get_units
 from .blocks import StepBlocks
 from .forces import ForceEvaluator
@@ -241,32 +241,37 @@ class Simulation:
         (see the class docstring); ``thorough`` adds the pair-distance check. One host sync
         when healthy."""
         st, res, integ = self.state, self.result, self.integrator
-        finite = torch.isfinite(st.positions).all(1) & torch.isfinite(st.velocities).all(1) \
-            & torch.isfinite(res.forces).all(1) & torch.isfinite(res.energy)[st.system_idx]
+        speed2 = (st.velocities * st.velocities).sum(1)  # [N]
+        force2 = (res.forces * res.forces).sum(1)
         dt = integ.dt_atom[:, 0]
-        step_length = st.velocities.norm(dim=1) * dt
-        push = 0.5 * res.forces.norm(dim=1) * integ.accel[:, 0] * dt * dt
-        conserved = integ.conserved(st, res)
-        ke = self.kinetic_energy()
+        limit = self.max_step_length
+        # NaN and ±inf anywhere in an atom's row make this sum non-finite
+        finite = torch.isfinite(st.positions.sum(1) + speed2 + force2)
+        unhealthy = ~finite | (speed2 * dt * dt > limit * limit) | \
+            (force2 * (0.5 * integ.accel[:, 0] * dt * dt) ** 2 > limit * limit)
+        ke = 0.5 * self.units.mvv2e * sum_over_systems(st.masses * speed2, st.system_idx,
+                                                       st.n_systems)
+        conserved = integ.conserved(st, res, ke)
         if self._last_conserved is None or self._last_conserved[0].shape != conserved.shape:
             jump, ke_before = torch.zeros_like(conserved), ke
         else:
             jump = (conserved - self._last_conserved[0]).abs()
             ke_before = self._last_conserved[1]
-        n_atoms = st.n_atoms_per_system.to(torch.float64)
         # k_B T √N_f = 2 KE / √N_f, at the last healthy check
         scale = torch.maximum(JUMP_FACTOR * 2 * ke_before / integ.dof.clamp(min=1).sqrt(),
-                              ENERGY_FLOOR[self.units.name] * n_atoms)
-        per_atom = [~finite, step_length > self.max_step_length, push > self.max_step_length]
+                              ENERGY_FLOOR[self.units.name] * st.n_atoms_per_system)
         close = None
         if thorough and self.potential.core_radius > 0 and self.neighbors is not None:
             close = self._closest_pairs()
-            per_atom.append(close[0] < self.potential.core_radius)
-        flags = torch.stack([torch.stack([f.any() for f in per_atom]).any(),
-                             (jump > scale).any()])
-        if not bool(flags.any()):  # the one host sync of a healthy check
+            unhealthy = unhealthy | (close[0] < self.potential.core_radius)
+        if not bool(unhealthy.any() | (jump > scale).any()):  # the one host sync if healthy
             self._last_conserved = (conserved, ke)
             return
+        step_length = speed2.sqrt() * dt
+        push = 0.5 * force2.sqrt() * integ.accel[:, 0] * dt * dt
+        per_atom = [~finite, step_length > limit, push > limit]
+        if close is not None:
+            per_atom.append(close[0] < self.potential.core_radius)
         self._raise_failure(per_atom, step_length, push, jump, scale, close)
 
     def _closest_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:

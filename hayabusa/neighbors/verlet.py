@@ -124,7 +124,12 @@ class VerletList(abc.ABC):
                 neighbors, _, mask, vec = self.slots(state)
                 within = mask & ((vec * vec).sum(-1) < request.cutoff ** 2)
                 counts = type_counts(within, types[neighbors], request.n_types)
-            self.sections[request] = TypedSections(request, old.grown(counts), types)
+            sel = old.grown(counts)
+            if request in self.sections and list(old.sel) == sel and \
+                    old.types.shape == types.shape and torch.equal(old.types, types):
+                old.seen.zero_()  # the same tensors: a captured graph keeps reading them
+            else:
+                self.sections[request] = TypedSections(request, sel, types)
 
     # ---------------------------------------------------------------- policy
     def effective_displacement(self, state) -> torch.Tensor:
@@ -245,8 +250,11 @@ class VerletList(abc.ABC):
 
     def graph_key(self) -> tuple:
         """Changes whenever a captured CUDA graph of steps on this list must be recaptured:
-        a buffer replaced (grown) or a section width changed."""
+        a buffer or a type section replaced (grown, or for other atoms)."""
+        sections = [t for s in self.sections.values()
+                    for t in (s.types, s.limit, s.seen, *s.centers)]
         return (tuple(0 if t is None else t.data_ptr() for t in self.buffers()),
+                tuple(t.data_ptr() for t in sections),
                 tuple((r, s.sel) for r, s in self.sections.items()))
 
     # ------------------------------------------------------------ checkpoints
