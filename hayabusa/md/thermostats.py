@@ -155,6 +155,7 @@ class LangevinThermostat(_Stochastic):
         self.c1 = c1.to(state.dtype)[state.system_idx, None]
         self.noise_scale = ((1 - c1 * c1)[state.system_idx]
                             * units.ftm2v / state.masses.double())  # [N]: σ² / k_B T
+        self.several = (state.n_atoms_per_system > 1)[:, None]  # systems with a COM to remove
 
     def apply(self, state: State) -> None:
         ke_before = kinetic_energy(state, self.units)
@@ -162,7 +163,7 @@ class LangevinThermostat(_Stochastic):
         noise = self.normals(state, 0)[0]
         state.velocities.mul_(self.c1).add_((sigma[:, None] * noise).to(state.dtype))
         if self.remove_com:
-            remove_com_velocity(state)
+            remove_com_velocity(state, self.several)
         self.heat -= kinetic_energy(state, self.units) - ke_before
 
 

@@ -40,13 +40,16 @@ def temperature(ke: torch.Tensor, dof: torch.Tensor, units: UnitSystem) -> torch
     return 2 * ke / (dof.clamp(min=1) * units.kB)
 
 
-def remove_com_velocity(state: State) -> None:
-    """Subtract each system's centre-of-mass velocity in place (systems of one atom keep theirs)."""
+def remove_com_velocity(state: State, several: torch.Tensor | None = None) -> None:
+    """Subtract each system's centre-of-mass velocity in place (systems of one atom keep
+    theirs). ``several`` [S, 1] bool, the systems of more than one atom, may be given (inside a
+    CUDA graph, where counting them is not possible)."""
     sys = state.system_idx
     p = sum_over_systems(state.masses[:, None] * state.velocities, sys, state.n_systems)
     m = sum_over_systems(state.masses, sys, state.n_systems)
     v_com = (p / m[:, None]).to(state.dtype)
-    several = (state.n_atoms_per_system > 1)[:, None]
+    if several is None:
+        several = (state.n_atoms_per_system > 1)[:, None]
     state.velocities -= torch.where(several, v_com, torch.zeros_like(v_com))[sys]
 
 
