@@ -349,7 +349,9 @@ def test_langevin_in_cuda_graph_blocks_follows_eager_steps():
 
 def test_masked_restore_inside_a_cuda_graph_equals_eager():
     """A captured graph that takes a snapshot, runs steps and restores the masked systems
-    leaves the state the eager sequence leaves."""
+    leaves the state the eager sequence leaves (to the rounding of per-system sums by
+    atomics, whose order varies on a GPU): the masked systems back at the snapshot, the
+    others moved on, the random-number counters the same."""
     from hayabusa.md import Langevin
 
     def setup():
@@ -382,10 +384,14 @@ def test_masked_restore_inside_a_cuda_graph_equals_eager():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         sequence(graphed, snap)
+    start = graphed.state.positions.clone()
     graph.replay()
-    assert torch.equal(eager.state.positions, graphed.state.positions)
-    assert torch.equal(eager.state.velocities, graphed.state.velocities)
+    assert (eager.state.positions - graphed.state.positions).abs().max() < 1e-12
+    assert (eager.state.velocities - graphed.state.velocities).abs().max() < 1e-12
     assert torch.equal(eager.integrator.thermostat.draws, graphed.integrator.thermostat.draws)
+    rows = mask[graphed.state.system_idx]
+    assert torch.equal(graphed.state.positions[rows], start[rows])
+    assert (graphed.state.positions[~rows] - start[~rows]).abs().max() > 1e-4
 
 
 def test_counter_based_normals_on_cuda_equal_cpu():
