@@ -157,10 +157,16 @@ NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 NonNegative = Annotated[float, PlainValidator(_non_negative)]
 
 
-class _Model(BaseModel):
-    """Base: unknown keys are errors; ``quantities`` maps field name → dimension."""
+class StrictModel(BaseModel):
+    """Base of every config schema: unknown keys are errors; values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UnitSection(StrictModel):
+    """An md-config section: ``quantities`` maps field name → dimension (unit-suffixed
+    keys)."""
+
     quantities: ClassVar[dict[str, str]] = {}
 
     @classmethod
@@ -175,7 +181,7 @@ def _units(info: ValidationInfo) -> str:
 
 
 # ------------------------------------------------------------------------------- structure
-class FileStructure(_Model):
+class FileStructure(UnitSection):
     """Read frame ``index`` of ``file`` (any ASE format); ``mass`` overrides every mass."""
 
     quantities: ClassVar = {"mass": "mass"}
@@ -184,7 +190,7 @@ class FileStructure(_Model):
     mass: Positive | None = None
 
 
-class LatticeStructure(_Model):
+class LatticeStructure(UnitSection):
     """A cubic lattice of ``n_cells`` cells at ``density`` or ``lattice_constant``."""
 
     quantities: ClassVar = {"density": "number_density", "lattice_constant": "length",
@@ -205,7 +211,7 @@ class LatticeStructure(_Model):
         return self
 
 
-class KobAndersenStructure(_Model):
+class KobAndersenStructure(UnitSection):
     """The Kob–Andersen 80:20 mixture of ``n_atoms`` at ``density`` (reduced units)."""
 
     quantities: ClassVar = {"density": "number_density"}
@@ -241,7 +247,7 @@ Truncation = Literal["none", "shift", "shift_force"]
 Precision = Literal["float64", "float32"]
 
 
-class _PairPotential(_Model):
+class _PairPotential(UnitSection):
     species: list[str] | None = None
 
     @model_validator(mode="after")
@@ -286,7 +292,7 @@ class MorsePotential(_PairPotential):
     precision: Precision = "float64"
 
 
-class KobAndersenPotential(_Model):
+class KobAndersenPotential(UnitSection):
     """The Kob–Andersen binary LJ mixture (type 0 = A, 1 = B), r_c = 2.5 σ_αβ."""
 
     type: Literal["kob_andersen"]
@@ -294,7 +300,7 @@ class KobAndersenPotential(_Model):
     precision: Precision = "float64"
 
 
-class ModelFilePotential(_Model):
+class ModelFilePotential(UnitSection):
     """A trained model file (``hayabusa train``'s model.pt, metal units); its species give
     the type order."""
 
@@ -309,7 +315,7 @@ POTENTIAL_TAGS = {"lennard_jones": LennardJonesPotential, "morse": MorsePotentia
 
 
 # ------------------------------------------------------------------------- md and minimizer
-class Velocities(_Model):
+class Velocities(UnitSection):
     """Maxwell–Boltzmann velocities at ``temperature``; ``remove_com`` zeroes the momentum."""
 
     quantities: ClassVar = {"temperature": "temperature"}
@@ -317,7 +323,7 @@ class Velocities(_Model):
     remove_com: bool = True
 
 
-class Minimize(_Model):
+class Minimize(UnitSection):
     """FIRE minimisation until the largest atomic force (its norm) is below ``fmax``."""
 
     quantities: ClassVar = {"fmax": "force"}
@@ -325,7 +331,7 @@ class Minimize(_Model):
     max_steps: PositiveInt = 1000
 
 
-class NVE(_Model):
+class NVE(UnitSection):
     """Velocity Verlet."""
 
     quantities: ClassVar = {"timestep": "time"}
@@ -333,7 +339,7 @@ class NVE(_Model):
     timestep: Positive
 
 
-class LangevinIntegrator(_Model):
+class LangevinIntegrator(UnitSection):
     """Langevin dynamics with ``friction`` (1/time)."""
 
     quantities: ClassVar = {"timestep": "time", "temperature": "temperature",
@@ -344,7 +350,7 @@ class LangevinIntegrator(_Model):
     friction: Positive
 
 
-class NoseHooverIntegrator(_Model):
+class NoseHooverIntegrator(UnitSection):
     """Nosé–Hoover chain thermostat with relaxation time ``tau``."""
 
     quantities: ClassVar = {"timestep": "time", "temperature": "temperature", "tau": "time"}
@@ -355,7 +361,7 @@ class NoseHooverIntegrator(_Model):
     chain_length: PositiveInt = 3
 
 
-class CSVRIntegrator(_Model):
+class CSVRIntegrator(UnitSection):
     """Bussi–Donadio–Parrinello stochastic velocity rescaling with relaxation time ``tau``."""
 
     quantities: ClassVar = {"timestep": "time", "temperature": "temperature", "tau": "time"}
@@ -371,7 +377,7 @@ INTEGRATOR_TAGS = {"nve": NVE, "langevin": LangevinIntegrator,
                    "nose_hoover": NoseHooverIntegrator, "csvr": CSVRIntegrator}
 
 
-class Run(_Model):
+class Run(UnitSection):
     """``steps``: total number of MD steps; ``block_steps``: steps run without host syncs
     between neighbor-list checks (one CUDA graph on a GPU); 0 checks every step."""
 
@@ -379,7 +385,7 @@ class Run(_Model):
     block_steps: NonNegativeInt = 0
 
 
-class Neighbors(_Model):
+class Neighbors(UnitSection):
     """Verlet ``skin`` (length; None: the Simulation's default, 2 Å or 0.3 σ) and backend."""
 
     quantities: ClassVar = {"skin": "length"}
@@ -387,7 +393,7 @@ class Neighbors(_Model):
     backend: Literal["auto", "cell", "min_image", "brute", "vesin"] = "auto"
 
 
-class Trajectory(_Model):
+class TrajectoryOutput(UnitSection):
     """Frames every ``every`` steps to ``path`` (relative to the output directory)."""
 
     every: PositiveInt
@@ -406,16 +412,16 @@ class Trajectory(_Model):
         return self
 
 
-class Output(_Model):
+class Output(UnitSection):
     """Thermo lines every ``thermo_every`` steps; optional trajectory and checkpoints."""
 
     thermo_every: PositiveInt = 100
-    trajectory: Trajectory | None = None
+    trajectory: TrajectoryOutput | None = None
     checkpoint_every: PositiveInt | None = None
 
 
 # ---------------------------------------------------------------------------------- config
-class Config(_Model):
+class Config(UnitSection):
     """A validated run configuration; numbers are in the units of ``units``."""
 
     units: Literal["metal", "lj"]
@@ -445,7 +451,7 @@ class Config(_Model):
 
 
 #: models that may appear in each top-level section (unions list every member)
-SECTIONS: dict[str, dict[str, type[_Model]]] = {
+SECTIONS: dict[str, dict[str, type[UnitSection]]] = {
     "structure": STRUCTURE_TAGS,
     "potential": POTENTIAL_TAGS,
     "velocities": {"": Velocities},
@@ -609,8 +615,8 @@ def _describe(error: dict, units: str, renames: dict) -> str:
         section_model = SECTIONS[loc[0]][str(loc[1])]  # loc[1] is the union tag, not a key
         loc = [loc[0], *loc[2:]]
     parts: list[str] = []
-    model: type[_Model] | None = Config
-    owner: type[_Model] | None = None  # the model that holds the last key
+    model: type[UnitSection] | None = Config
+    owner: type[UnitSection] | None = None  # the model that holds the last key
     for k, part in enumerate(loc):
         owner = model
         if not isinstance(part, str):
@@ -661,7 +667,7 @@ def _submodel(model, field: str):
         return None
     annotation = model.model_fields[field].annotation
     for candidate in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(candidate, type) and issubclass(candidate, _Model):
+        if isinstance(candidate, type) and issubclass(candidate, UnitSection):
             return candidate
     return None
 

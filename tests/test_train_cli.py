@@ -17,7 +17,7 @@ from test_train import with_emt_labels
 from hayabusa import HayabusaCalculator, load_model
 from hayabusa.cli import main
 from hayabusa.train import load_frames, split
-from hayabusa.train.job import COLUMNS
+from hayabusa.train.job import LOG_COLUMNS
 
 CONFIG = """\
 seed: 1
@@ -77,7 +77,7 @@ def test_train_writes_model_log_checkpoint_metrics_and_parity(trained, tmp_path,
          ".hayabusa-run.json"])
     assert (out / "config.yaml").read_text() == cfg.read_text()
     log = rows(out / "train.csv")
-    assert list(log[0]) == [c[0] for c in COLUMNS]
+    assert list(log[0]) == [c[0] for c in LOG_COLUMNS]
     assert [int(r["step"]) for r in log] == [4, 8, 12]
     assert all(float(r["valid_forces_rmse_meV_per_A"]) > 0 for r in log)
     report = json.loads((out / "metrics.json").read_text())

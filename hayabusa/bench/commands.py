@@ -11,11 +11,12 @@ from ..config import check_device, resolve_device
 from ..errors import InputError
 from ..files import write_atomic
 from ..potentials import LennardJones, kob_andersen
+from ..potentials.base import PRECISIONS
 from .peers import torchsim_md
 from .problems import kob_andersen_replicas, lj_liquid
 from .timing import copy_bandwidth, environment, format_table, time_md
 
-COLUMNS = [
+ENGINE_COLUMNS = [
     ("atoms", "atoms", "d"), ("systems", "systems", "d"), ("ms/step", "ms_per_step", ".4f"),
     ("atom-steps/s", "atom_steps_per_s", ".3e"), ("tau/day", "tau_per_day", ".4g"),
     ("K", "neighbor_capacity", "d"), ("builds", "builds", "d"), ("undone", "blocks_undone", "d"),
@@ -45,7 +46,6 @@ PEERS = {"torchsim": torchsim_md}
 #: the smallest value each integer option takes
 LEAST = {"steps": 1, "warmup": 0, "block_steps": 0, "replicas": 1, "atoms_per_replica": 2,
          "peer_steps": 1, "peer_warmup": 0, "sel": 1, "train_steps": 1}
-PRECISIONS = ("float64", "float32", "mixed")
 
 
 def _check_options(args) -> None:
@@ -150,7 +150,7 @@ def run_bench(args) -> int:
     print(f"\n{title}")
     print(f"device {env['device']}, torch {env['torch']}, commit {env['commit']}, "
           f"{env['date']}; copy bandwidth {env['copy_bandwidth_GB_per_s']:.0f} GB/s")
-    print(format_table(rows, COLUMNS))
+    print(format_table(rows, ENGINE_COLUMNS))
     if peers:
         timed = [r for r in peer_rows if "missing" not in r]
         if timed:

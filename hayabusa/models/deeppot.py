@@ -30,7 +30,7 @@ training and exported files use their PyTorch references (``kernels = False``).
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -41,7 +41,7 @@ from ..neighbors import TypedRequest
 from ..neighbors.verlet import gather_rows
 from ..potentials.base import PRECISIONS
 from .ops import environment_reference, smooth_inverse  # noqa: F401  (smooth_inverse: API)
-from .registry import ModelKind, ModelSettings, register
+from .registry import ModelKind, ModelSettings, Positive, PositiveInt, register
 
 #: the share of the smallest pair distance of the training data below which the model is not
 #: trusted (``core_radius``, the md health check)
@@ -253,10 +253,6 @@ class DeepPotSE(nn.Module):
         else:
             s, env = environment_reference(vec, mask, inv_std, self.r_smth, self.cutoff)
         return env, s
-
-PositiveInt = Annotated[int, Field(strict=True, gt=0)]
-Positive = Annotated[float, Field(gt=0)]
-
 
 class DeepPotSESettings(ModelSettings):
     """The ``model:`` section for DeepPot-SE (lengths Å)."""

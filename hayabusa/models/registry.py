@@ -13,20 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import ase.data
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field, field_validator
 
+from ..config import StrictModel
 from ..errors import InputError
 
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+Positive = Annotated[float, Field(gt=0)]
 
-class ModelSettings(BaseModel):
+
+class ModelSettings(StrictModel):
     """Keys every kind's ``model:`` section has: ``type`` (the kind), ``species`` (type order;
     default: the data's, sorted by Z), ``e0_eV`` (per-species reference energies, fitted by
     least squares or given) and ``precision``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
     species: list[str] | None = None
     e0_eV: Literal["least_squares"] | dict[str, float] = "least_squares"

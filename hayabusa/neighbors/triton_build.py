@@ -25,8 +25,10 @@ import os
 import triton
 import triton.language as tl
 
-# Tile shapes (atoms per program, a thread each × candidates unrolled) tried on first use for
-# each size; the kernel is idempotent, so the trial runs leave the same list.
+# Tile shapes (atoms per program, a thread each × candidates or slots unrolled) tried on first
+# use for each size by this build kernel (idempotent: the trial runs leave the same list) and
+# the LJ kernel (``potentials.triton_pair``); one-warp programs spread a small system over more
+# multiprocessors.
 CONFIGS = [triton.Config({"BLOCK": 32 * w, "TILE": t}, num_warps=w)
            for w, t in ((1, 4), (1, 8), (2, 4), (4, 2), (4, 4), (4, 8), (8, 4))]
 

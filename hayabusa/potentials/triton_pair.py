@@ -21,12 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..neighbors.triton_build import autotune
-
-# Tile shapes (atoms per program, a thread each × neighbour slots unrolled) tried on first
-# use for each size; one-warp programs spread a small system over more multiprocessors.
-CONFIGS = [triton.Config({"BLOCK": 32 * w, "TILE": t}, num_warps=w)
-           for w, t in ((1, 4), (1, 8), (2, 4), (4, 2), (4, 4), (4, 8), (8, 4))]
+from ..neighbors.triton_build import CONFIGS, autotune
 
 
 @triton.jit

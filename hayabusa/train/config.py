@@ -34,30 +34,23 @@ from typing import Annotated, Literal, Union
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PlainValidator,
     ValidationError,
     model_validator,
 )
 
-from ..config import check_device, read_yaml, require_mapping
+from ..config import StrictModel, check_device, read_yaml, require_mapping
 from ..errors import InputError
 from ..models import kinds
-from ..models.registry import atomic_number
+from ..models.registry import Positive, PositiveInt, atomic_number
 from .trainer import TrainSettings
 
-PositiveInt = Annotated[int, Field(strict=True, gt=0)]
-Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Prefactor = tuple[NonNegative, NonNegative]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Split(_Model):
+class Split(StrictModel):
     train: NonNegative = 0.8
     valid: NonNegative = 0.1
     test: NonNegative = 0.1
@@ -70,7 +63,7 @@ class Split(_Model):
         return self
 
 
-class Data(_Model):
+class Data(StrictModel):
     files: list[str] = Field(min_length=1)
     index: str = ":"
     split: Split = Split()
@@ -88,7 +81,7 @@ def _model_section():
 ModelSection = _model_section()
 
 
-class Training(_Model):
+class Training(StrictModel):
     steps: PositiveInt
     batch_atoms: PositiveInt = 256
     lr_start: Positive = 1e-3
@@ -104,7 +97,7 @@ class Training(_Model):
     checkpoint_every: PositiveInt = 1000
 
 
-class TrainConfig(_Model):
+class TrainConfig(StrictModel):
     seed: Annotated[int, Field(strict=True)] = 0
     device: Annotated[str, PlainValidator(check_device)] = "auto"
     data: Data

@@ -39,7 +39,7 @@ TRAIN_OUTPUTS = (MODEL_NAME, TRAIN_LOG_NAME, CHECKPOINT_NAME, TRAIN_METRICS_NAME
                  CONFIG_COPY_NAME)
 
 #: log columns: (row key, console header, unit, console format)
-COLUMNS = [("step", "step", "", "d"), ("epoch", "epoch", "", "d"), ("lr", "lr", "", ".3e"),
+LOG_COLUMNS = [("step", "step", "", "d"), ("epoch", "epoch", "", "d"), ("lr", "lr", "", ".3e"),
            ("loss", "loss", "", ".4g"),
            ("train_energy_rmse_meV_per_atom", "train E", "meV/at", ".4g"),
            ("train_forces_rmse_meV_per_A", "train F", "meV/Å", ".4g"),
@@ -77,7 +77,7 @@ class TrainLog:
 
     def __init__(self, path: Path, stream, keep_until: int | None = None, write=print):
         self.path, self.stream, self.write_line = path, stream, write
-        keys = [c[0] for c in COLUMNS]
+        keys = [c[0] for c in LOG_COLUMNS]
         if keep_until is not None and path.exists():
             with open(path, newline="", encoding="utf-8") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until]
@@ -85,17 +85,17 @@ class TrainLog:
         else:
             write_atomic(path, lambda tmp: _write_csv(tmp, keys, []))
         if stream is not None:
-            self.write_line(" ".join(f"{h:>10}" for _, h, _, _ in COLUMNS))
-            self.write_line(" ".join(f"{u:>10}" for _, _, u, _ in COLUMNS))
+            self.write_line(" ".join(f"{h:>10}" for _, h, _, _ in LOG_COLUMNS))
+            self.write_line(" ".join(f"{u:>10}" for _, _, u, _ in LOG_COLUMNS))
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerow([_csv_value(row.get(k)) for k, *_ in COLUMNS])
+            csv.writer(fh).writerow([_csv_value(row.get(k)) for k, *_ in LOG_COLUMNS])
         if self.stream is not None:
             self.write_line(" ".join(
                 f"{'-':>10}" if row.get(k) is None or (isinstance(row[k], float)
                                                        and math.isnan(row[k]))
-                else f"{row[k]:>10{fmt}}" for k, _, _, fmt in COLUMNS))
+                else f"{row[k]:>10{fmt}}" for k, _, _, fmt in LOG_COLUMNS))
 
 
 def _write_csv(path, keys, rows) -> None:

@@ -33,7 +33,7 @@ from .data import Frame
 from .ddp import Distributed
 from .metrics import Predictions, errors, weighted_loss
 
-CHECKPOINT_FORMAT = "hayabusa-train-checkpoint-1"
+TRAIN_CHECKPOINT_FORMAT = "hayabusa-train-checkpoint-1"
 
 
 @dataclass
@@ -358,7 +358,7 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "step": self.step, "epoch": self.epoch,
+        return {"format": TRAIN_CHECKPOINT_FORMAT, "step": self.step, "epoch": self.epoch,
                 "position": self.position, "model": self.model.state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "best_loss": self.best_loss, "best_step": self.best_step,
@@ -370,7 +370,7 @@ class Trainer:
     def load_state_dict(self, d: dict, source: str = "checkpoint") -> None:
         """Restore a state saved by ``state_dict``; InputError if it belongs to another
         model architecture, other settings or other training frames."""
-        if d.get("format") != CHECKPOINT_FORMAT:
+        if d.get("format") != TRAIN_CHECKPOINT_FORMAT:
             raise InputError(f"{source}: not a hayabusa training checkpoint")
         mine = {"model_config": self.model.config, "settings": asdict(self.settings),
                 "data": self.train_data.fingerprint()}

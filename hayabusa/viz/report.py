@@ -49,11 +49,13 @@ METRIC_NAMES = {"energy_meV_per_atom": "energy (meV/atom)", "forces_meV_per_A": 
 
 
 # --------------------------------------------------------------------- analysis.json schema
-class _Model(BaseModel):
+class _Record(BaseModel):
+    """A record of analysis.json (keys this report does not read are allowed)."""
+
     model_config = ConfigDict(extra="allow")
 
 
-class _D(_Model):
+class _D(_Record):
     D_cm2_s: float | None
     D_err_cm2_s: float | None = None
 
@@ -69,14 +71,14 @@ class _TracerD(_D):
     fit_intercept_A2: float | None = None
 
 
-class _Sigma(_Model):
+class _Sigma(_Record):
     sigma_S_cm: float | None
     sigma_err_S_cm: float | None = None
     sigma_tracer_S_cm: float | None = None
     sigma_tracer_err_S_cm: float | None = None
 
 
-class _Thermo(_Model):
+class _Thermo(_Record):
     equilibrated: bool
     flags: list[str]
     first_step: int
@@ -96,12 +98,12 @@ class _Thermo(_Model):
     conserved_drift_meV_per_atom_per_ns: float | None = None
 
 
-class _Transport(_Model):
+class _Transport(_Record):
     status: Literal["result", "apparent", "not diffusive"]
     reasons: list[str]
 
 
-class _Segregation(_Model):
+class _Segregation(_Record):
     normal_axis: int
     gb_planes_A: list[float]
     distance_A: list[float]
@@ -111,7 +113,7 @@ class _Segregation(_Model):
     gibbs_excess_err_per_A2: float | None = None
 
 
-class _Run(_Model):
+class _Run(_Record):
     name: str
     system: str
     temperature_K: float
@@ -132,7 +134,7 @@ class _Run(_Model):
     li_density_file: str | None = None
 
 
-class _Arrhenius(_Model):
+class _Arrhenius(_Record):
     Ea_eV: float | None
     Ea_err_eV: float | None = None
     D0_cm2_s: float | None = None
@@ -150,7 +152,7 @@ class _Arrhenius(_Model):
     sigma_300K_tracer_err_S_cm: float | None = None
 
 
-class _Analysis(_Model):
+class _Analysis(_Record):
     hayabusa_version: str | None = None
     runs: list[_Run]
     arrhenius: dict[str, _Arrhenius] = {}

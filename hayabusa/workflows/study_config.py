@@ -47,8 +47,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     PlainValidator,
@@ -62,6 +60,7 @@ from ..config import (
     NonNegativeInt,
     Positive,
     PositiveInt,
+    StrictModel,
     check_device,
     read_yaml,
     require_mapping,
@@ -69,10 +68,6 @@ from ..config import (
 from ..errors import InputError
 
 _NAME = re.compile(r"[A-Za-z0-9_]+")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _supercell(value: Any) -> int | tuple[int, int, int]:
@@ -83,7 +78,7 @@ def _supercell(value: Any) -> int | tuple[int, int, int]:
     return reps[0] if len(reps) == 1 else tuple(reps)
 
 
-class CubicLLZO(_Model):
+class CubicLLZO(StrictModel):
     """Cubic LLZO (hayabusa.materials.cubic_llzo) repeated ``supercell`` times."""
 
     builder: Literal["cubic_llzo"]
@@ -101,7 +96,7 @@ def _ints(n: int):
     return PlainValidator(check)
 
 
-class GrainBoundary(_Model):
+class GrainBoundary(StrictModel):
     """LLZO symmetric tilt bicrystal (hayabusa.materials.llzo_grain_boundary)."""
 
     builder: Literal["llzo_grain_boundary"]
@@ -112,7 +107,7 @@ class GrainBoundary(_Model):
     in_plane: Annotated[tuple[int, int], _ints(2)] = (1, 1)
 
 
-class FileSystem(_Model):
+class FileSystem(StrictModel):
     """Frame ``index`` of ``file`` (any ASE format); a grain boundary names its planes."""
 
     file: str
@@ -144,7 +139,7 @@ System = Annotated[Annotated[FileSystem, Tag("file")] | Annotated[CubicLLZO, Tag
                    Discriminator(_system_tag)]
 
 
-class NoseHooverSettings(_Model):
+class NoseHooverSettings(StrictModel):
     """Nosé–Hoover chain (hayabusa.md.NoseHooverChain)."""
 
     type: Literal["nose_hoover"]
@@ -152,14 +147,14 @@ class NoseHooverSettings(_Model):
     chain_length: PositiveInt = 3
 
 
-class CSVRSettings(_Model):
+class CSVRSettings(StrictModel):
     """Stochastic velocity rescaling (hayabusa.md.CSVR)."""
 
     type: Literal["csvr"]
     tau_fs: Positive = 100.0
 
 
-class LangevinSettings(_Model):
+class LangevinSettings(StrictModel):
     """BAOAB Langevin (hayabusa.md.Langevin)."""
 
     type: Literal["langevin"]
@@ -171,14 +166,14 @@ ThermostatSettings = Annotated[NoseHooverSettings | CSVRSettings | LangevinSetti
 THERMOSTATS = ("nose_hoover", "csvr", "langevin")
 
 
-class Relax(_Model):
+class Relax(StrictModel):
     """FIRE at fixed cell until the largest force is below ``fmax_eV_per_A``."""
 
     fmax_eV_per_A: Positive = 0.1
     max_steps: PositiveInt = 200
 
 
-class ModelFiles(_Model):
+class ModelFiles(StrictModel):
     """The potential and what is known about its accuracy."""
 
     file: str
@@ -193,7 +188,7 @@ class ModelFiles(_Model):
         return self
 
 
-class StudyConfig(_Model):
+class StudyConfig(StrictModel):
     """A validated study; paths are absolute (resolved against the config's folder)."""
 
     model: ModelFiles
