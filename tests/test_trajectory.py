@@ -283,3 +283,20 @@ def test_frames_on_disk_are_readable_before_finish(tmp_path, cls, name):
 def test_rejects_bad_interval(tmp_path):
     with pytest.raises(InputError, match="interval"):
         H5MDWriter(tmp_path / "x.h5", interval=0)
+
+
+@pytest.mark.parametrize("writer_class, name", [(ExtxyzWriter, "t.extxyz"),
+                                                (H5MDWriter, "t.h5")])
+def test_appending_to_another_runs_trajectory_is_refused(tmp_path, writer_class, name):
+    sim = make_sim()
+    advance(sim, 0, seed=1)
+    writer = writer_class(tmp_path / name, 1)
+    writer.report(sim)
+    writer.finish(sim)
+    before = (tmp_path / name).read_bytes()
+    sim.run_id = "another-run"
+    again = writer_class(tmp_path / name, 1, append=True)
+    with pytest.raises(InputError, match="holds run test-run and this is run another-run"):
+        again.report(sim)
+    again.finish(sim)
+    assert (tmp_path / name).read_bytes() == before
