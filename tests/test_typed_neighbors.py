@@ -155,3 +155,30 @@ def test_a_rebuild_keeps_the_sections_tensors_a_graph_reads():
     before.seen += 100  # as if an atom had outgrown its sections
     nl.build(state)
     assert nl.sections[request] is not before and nl.graph_key() != key
+
+
+def test_training_batches_size_their_sections_exactly():
+    """Training frames never move: a batch's sections are as wide as the most neighbours of
+    a type one atom has (MD lists add headroom), so no network runs on empty slots."""
+    from ase.calculators.emt import EMT
+
+    from hayabusa.train import Frame, FrameSet
+
+    frames = []
+    for seed in range(3):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+        atoms.numbers[np.random.default_rng(seed).random(len(atoms)) < 0.3] = 47
+        atoms.rattle(0.1, seed=seed)
+        atoms.calc = EMT()
+        frames.append(Frame(atoms, atoms.get_potential_energy(), atoms.get_forces(), None,
+                            str(seed)))
+    batch = FrameSet(frames, (29, 47), 4.0).batch([0, 1, 2])
+    request = TypedRequest(4.0, (29, 47))
+    typed = batch.neighbors.typed(batch.state, request)
+    z = batch.state.atomic_numbers
+    start = 0
+    for t, width in enumerate(typed.sel):
+        cols = typed.index[:, start:start + width]
+        assert width == int((cols >= 0).sum(1).max()) < section_width(width)
+        assert bool((z[cols[cols >= 0]] == (29, 47)[t]).all())
+        start += width

@@ -53,9 +53,12 @@ class TypedNeighbors:
     centers: list[torch.Tensor]
 
 
-def section_width(most: int) -> int:
-    """A section for at most ``most`` neighbours: 1/16 more (at least 2), rounded up to even
-    (the neighbours within a cutoff of one atom vary little in MD)."""
+def section_width(most: int, headroom: bool = True) -> int:
+    """A section for at most ``most`` neighbours: with ``headroom`` (atoms that move) 1/16
+    more (at least 2), rounded up to even — the neighbours within a cutoff of one atom vary
+    little in MD; without (fixed frames, as in training) ``most`` itself, at least 1."""
+    if not headroom:
+        return max(most, 1)
     width = most + max(2, math.ceil(most / 16))
     return width + width % 2
 
@@ -123,11 +126,11 @@ class TypedSections:
         """[] bool: an atom had more neighbours of a type than its section holds."""
         return (self.seen > self.limit).any()
 
-    def grown(self, counts: torch.Tensor) -> list[int]:
+    def grown(self, counts: torch.Tensor, headroom: bool = True) -> list[int]:
         """Widths that hold the counts [N, T] now and everything seen (host sync): a section
-        that is outgrown gets ``section_width`` of its most; the others stay."""
+        that is outgrown gets ``section_width(its most, headroom)``; the others stay."""
         most = self.seen.clone()
         if counts.numel():
             most = torch.maximum(most, counts.amax(0))
-        return [section_width(m) if m > w else w for w, m in zip(self.sel, most.tolist(),
-                                                                 strict=True)]
+        return [section_width(m, headroom) if m > w else w
+                for w, m in zip(self.sel, most.tolist(), strict=True)]

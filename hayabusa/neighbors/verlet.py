@@ -58,6 +58,8 @@ class VerletList(abc.ABC):
 
     kind = ""
     buffer_names: tuple[str, ...] = ()
+    #: type sections get room to grow (atoms move); a list over fixed frames sizes them exactly
+    section_headroom = True
 
     def __init__(self, cutoff: float, skin: float = 0.0, capacity: int = 0,
                  growth: float = 1.25, check_every: int = 1):
@@ -124,7 +126,7 @@ class VerletList(abc.ABC):
                 neighbors, _, mask, vec = self.slots(state)
                 within = mask & ((vec * vec).sum(-1) < request.cutoff ** 2)
                 counts = type_counts(within, types[neighbors], request.n_types)
-            sel = old.grown(counts)
+            sel = old.grown(counts, self.section_headroom)
             if request in self.sections and list(old.sel) == sel and \
                     old.types.shape == types.shape and torch.equal(old.types, types):
                 old.seen.zero_()  # the same tensors: a captured graph keeps reading them

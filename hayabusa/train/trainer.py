@@ -59,7 +59,10 @@ class TrainSettings:
 
 
 class _PairsNeighborList(NeighborList):
-    """A NeighborList whose pairs were searched frame by frame beforehand."""
+    """A NeighborList whose pairs were searched frame by frame beforehand (the frames never
+    move, so the type sections are as wide as the most neighbours of a type, no wider)."""
+
+    section_headroom = False
 
     def __init__(self, cutoff: float, pairs: Pairs):
         super().__init__(cutoff, growth=1.0)
