@@ -1,13 +1,14 @@
 """Time the same ``hayabusa bench`` commands on two source trees in one run, alternately, and
 print the ratio: does a change keep the speed of the tree before it?
 
-    python3 bench/compare_trees.py OLD_TREE [--repeats 2] [--out DIR] [--only lj,kalj,model]
+    python3 bench/compare_trees.py OLD_TREE [--repeats 2] [--out DIR] [--only lj,kalj,model,train]
 
 OLD_TREE holds the ``hayabusa`` package of the earlier commit (e.g. ``git archive BASE
 hayabusa | tar -x -C .old``); the current tree is this repository. Each bench runs in its own
 process (``python3 -m hayabusa bench …`` with PYTHONPATH pointing at the tree), the trees
 alternate (old, new, old, new, …) so drifts of the machine fall on both, and every run writes
-its JSON to ``--out``. The table: the median ms/step of each tree and new/old.
+its JSON to ``--out``. The table: the median ms per MD step (ms per frame for training) of
+each tree and new/old.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ BENCHES = {
     "lj": ["lj", "--atoms", "4000,32000,1048576", "--steps", "400", "--block-steps", "5"],
     "kalj": ["kalj", "--replicas", "256", "--steps", "200", "--block-steps", "5"],
     "model": ["model", "--peers", "deepmd", "--precisions", "float64,mixed", "--train-steps", "5"],
+    # training throughput alone (the MD part short and eager)
+    "train": ["model", "--precisions", "float64,mixed", "--train-steps", "40", "--steps", "10",
+              "--block-steps", "0"],
 }
 
 
@@ -38,13 +42,16 @@ def run(tree: Path, name: str, out: Path) -> dict:
 
 
 def rows_of(report: dict) -> dict:
-    """{(size, precision): ms/step} of hayabusa's rows."""
+    """{(size, precision): ms} of hayabusa's rows: ms per MD step, and for training
+    (size "training") ms per frame."""
     rows = report.get("rows") or report.get("md") or []
     out = {}
     for r in rows:
         if r.get("engine", "hayabusa") != "hayabusa" or "ms_per_step" not in r:
             continue
         out[(r.get("atoms"), r.get("precision", r.get("dtype", "")))] = r["ms_per_step"]
+    for r in report.get("training") or []:
+        out[("training", r["precision"])] = 1e3 / r["frames_per_s"]
     return out
 
 
