@@ -2,8 +2,8 @@
 
 A model core maps tensors to per-atom energies (``DeepPotSE.forward``). This adapter asks the
 neighbor list for the grouped-by-type neighbours the core reads (``core.typed_request``),
-calls the core on positions and cell deformed by a zero strain, and takes forces
-F = −∂E/∂r and stress σ = (1/V) ∂E/∂ε from one autograd pass. In training mode with gradients
+calls the core on positions and cell (deformed by a zero strain when the stress is wanted),
+and takes forces F = −∂E/∂r and stress σ = (1/V) ∂E/∂ε from one autograd pass. In training mode with gradients
 on, the results keep their graph (force and stress losses); otherwise they are detached.
 """
 
@@ -35,12 +35,14 @@ class ModelPotential(Potential):
         typed = neighbors.typed(state, self.model.typed_request)
         keep_graph = self.model.training and torch.is_grad_enabled()
         with torch.enable_grad():
-            positions = state.positions.detach().requires_grad_(True)
-            strain = torch.zeros(state.n_systems, 3, 3, dtype=state.dtype, device=state.device,
-                                 requires_grad=compute_stress)
-            deform = torch.eye(3, dtype=state.dtype, device=state.device) + strain
-            pos = torch.einsum("ni,nij->nj", positions, deform[state.system_idx])
-            cell = torch.einsum("sij,sjk->sik", state.cell, deform)
+            positions = pos = state.positions.detach().requires_grad_(True)
+            cell = state.cell
+            if compute_stress:
+                strain = torch.zeros(state.n_systems, 3, 3, dtype=state.dtype,
+                                     device=state.device, requires_grad=True)
+                deform = torch.eye(3, dtype=state.dtype, device=state.device) + strain
+                pos = torch.einsum("ni,nij->nj", positions, deform[state.system_idx])
+                cell = torch.einsum("sij,sjk->sik", state.cell, deform)
             atom_energy = self.model(pos, cell, typed.types, state.system_idx, typed.index,
                                      typed.shifts, list(typed.sel), typed.centers)
             energy = sum_over_systems(atom_energy, state.system_idx, state.n_systems)

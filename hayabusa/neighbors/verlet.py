@@ -115,17 +115,21 @@ class VerletList(abc.ABC):
         if request not in self.requests:
             self.requests.append(request)
 
-    def _size_sections(self, state) -> None:
+    def _size_sections(self, state, slots=None) -> None:
         """Set (first build) or grow (later builds) each type section from the neighbours
-        within its cutoff now and the most seen since (host side)."""
+        within its cutoff now and the most seen since (host side); ``slots``: this state's
+        ``slots(state)`` if already made."""
+        if not self.requests:
+            return
+        with torch.no_grad():
+            neighbors, _, mask, vec = slots if slots is not None else self.slots(state)
+            r2 = (vec * vec).sum(-1)
         for request in self.requests:
             types = request.types_of(state.atomic_numbers)
             old = self.sections.get(request) or TypedSections(request, [0] * request.n_types,
                                                               types)
-            with torch.no_grad():
-                neighbors, _, mask, vec = self.slots(state)
-                within = mask & ((vec * vec).sum(-1) < request.cutoff ** 2)
-                counts = type_counts(within, types[neighbors], request.n_types)
+            counts = type_counts(mask & (r2 < request.cutoff ** 2), types[neighbors],
+                                 request.n_types)
             sel = old.grown(counts, self.section_headroom)
             if request in self.sections and list(old.sel) == sel and \
                     old.types.shape == types.shape and torch.equal(old.types, types):
@@ -227,12 +231,12 @@ class VerletList(abc.ABC):
     def typed(self, state, request: TypedRequest) -> TypedNeighbors:
         """The neighbours within ``request.cutoff`` grouped by type in fixed sections (no host
         sync once the sections exist; an unrequested view is sized at once: host sync)."""
-        if request not in self.sections:
-            self.request(request)
-            self._size_sections(state)
-        sections = self.sections[request]
         with torch.no_grad():
-            neighbors, shifts, mask, vec = self.slots(state)
+            slots = neighbors, shifts, mask, vec = self.slots(state)
+            if request not in self.sections:
+                self.request(request)
+                self._size_sections(state, slots)
+            sections = self.sections[request]
             within = mask & ((vec * vec).sum(-1) < request.cutoff ** 2)
             index, typed_shifts, counts = group_by_type(
                 neighbors, shifts, within, sections.types[neighbors], sections.sel)
