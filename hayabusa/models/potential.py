@@ -3,8 +3,9 @@
 A model core maps tensors to per-atom energies (``DeepPotSE.forward``). This adapter asks the
 neighbor list for the grouped-by-type neighbours the core reads (``core.typed_request``),
 calls the core on positions and cell (deformed by a zero strain when the stress is wanted),
-and takes forces F = −∂E/∂r and stress σ = (1/V) ∂E/∂ε from one autograd pass. In training mode with gradients
-on, the results keep their graph (force and stress losses); otherwise they are detached.
+and takes forces F = −∂E/∂r and stress σ = (1/V) ∂E/∂ε from one autograd pass. In training
+mode with gradients on, the results keep their graph (force and stress losses); otherwise
+they are detached.
 """
 
 from __future__ import annotations
