@@ -164,11 +164,6 @@ class RunDirectory:
             dirs = {**previous.get("dirs", {}), **dirs}
         self._write_manifest(run_id, [str(f) for f in files], dirs)
 
-    def add_dirs(self, run_id: str, dirs: dict) -> None:
-        """Record more folders this run creates (e.g. a study's run directories)."""
-        manifest = self.manifest() or {"files": [], "dirs": {}}
-        self._write_manifest(run_id, manifest["files"], {**manifest["dirs"], **dirs})
-
     def _write_manifest(self, run_id: str, files: list[str], dirs: dict) -> None:
         data = {"format": MANIFEST_FORMAT, "run_id": run_id, "command": self.command,
                 "files": files, "dirs": dirs}
