@@ -105,15 +105,14 @@ def test_md_restart_from_damaged_checkpoint(md_run, tmp_path, capsys, fraction):
     assert_one_line_error(status, err, "checkpoint.pt")
 
 
-@pytest.mark.parametrize("damage", ["half", "signature"])
+@pytest.mark.parametrize(("md_run", "damage"), [("h5md", "half"), ("h5md", "signature"),
+                                                ("extxyz", "signature")], indirect=["md_run"])
 def test_md_restart_appending_to_a_damaged_trajectory(md_run, tmp_path, capsys, damage):
     """A truncated H5MD file, or one whose HDF5 signature is overwritten, cannot be appended
     to; the checkpoint stays as it was and the log keeps what it held (the restart appends
     its header). (A truncated extxyz trajectory is repaired: test_trajectory; its first
     header overwritten is an error.)"""
     config, work, traj = copy_run(md_run, tmp_path)
-    if damage == "half" and traj.suffix == ".extxyz":
-        pytest.skip("a truncated extxyz trajectory is repaired, not refused")
     if damage == "half":
         truncate(traj)
     else:
@@ -128,10 +127,9 @@ def test_md_restart_appending_to_a_damaged_trajectory(md_run, tmp_path, capsys, 
 # ------------------------------------------------------------------------------- analyze
 @pytest.mark.parametrize("damage", [lambda p: truncate(p, 0.5), lambda p: garble(p, 0.0, 8)],
                          ids=["half", "signature"])
+@pytest.mark.parametrize("md_run", ["h5md"], indirect=True)
 def test_analyze_damaged_h5md(md_run, tmp_path, capsys, damage):
     _, out, traj = md_run
-    if not traj.endswith(".h5"):
-        pytest.skip("analyze reads traj.h5")
     run = tmp_path / "study" / "x-300K"
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"system": "x", "temperature_K": 300.0}))
@@ -142,12 +140,11 @@ def test_analyze_damaged_h5md(md_run, tmp_path, capsys, damage):
     assert not (tmp_path / "study" / "analysis.json").exists()
 
 
+@pytest.mark.parametrize("md_run", ["extxyz"], indirect=True)
 def test_read_trajectory_of_a_cut_extxyz(md_run, tmp_path):
     from hayabusa.analysis import read_trajectory
 
     _, out, traj = md_run
-    if not traj.endswith(".extxyz"):
-        pytest.skip("extxyz only")
     path = tmp_path / traj
     shutil.copy(out / traj, path)
     cut_end(path)
