@@ -129,6 +129,17 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def device_option(option: str | None, default: str = "auto"):
+    """The torch device of a ``--device`` option, or of ``default`` (a config's checked
+    ``device``) when it is not given; a bad option is an InputError naming ``--device``."""
+    if option is None:
+        return resolve_device(default)
+    try:
+        return resolve_device(check_device(option))
+    except ValueError as exc:
+        raise InputError(f"--device: {exc}") from None
+
+
 def _pair_parameter(value: Any) -> float | list[list[float]]:
     """A positive number, or a square symmetric matrix of them (one entry per type pair)."""
     if isinstance(value, list):

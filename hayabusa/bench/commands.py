@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ..config import check_device, resolve_device
+from ..config import device_option
 from ..errors import InputError
 from ..files import write_atomic
 from ..potentials import LennardJones, kob_andersen
@@ -99,10 +99,7 @@ def _write_json(path, report: dict) -> None:
 
 def run_bench(args) -> int:
     _check_options(args)
-    try:
-        device = resolve_device(check_device(args.device))
-    except ValueError as exc:
-        raise InputError(f"--device: {exc}") from None
+    device = device_option(args.device)
     env = environment(device)
     size = 1 << 30 if device.type == "cuda" else 1 << 26
     env["copy_bandwidth_GB_per_s"] = copy_bandwidth(device, size) / 1e9

@@ -40,17 +40,14 @@ def _sel(text: str, n_types: int) -> list[int]:
 
 
 def _cmd_export(args) -> int:
-    from ..config import check_device, resolve_device
+    from ..config import device_option
 
     core = load_core(args.model)
     if args.sel is not None and args.structure is not None:
         raise InputError("give --sel or --structure, not both")
     sel = _sel(args.sel, len(core.species)) if args.sel is not None else (
         sel_from_structure(core, args.structure) if args.structure is not None else None)
-    try:
-        device = resolve_device(check_device(args.device))
-    except ValueError as exc:
-        raise InputError(f"--device: {exc}") from None
+    device = device_option(args.device)
     out = Path(args.output) if args.output else \
         Path(args.model).with_suffix("").with_name(Path(args.model).stem + SUFFIX[args.format])
     if out.exists() and not args.overwrite:

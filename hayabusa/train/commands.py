@@ -12,16 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import device_option
 from ..errors import InputError
-
-
-def _device(name: str | None, default: str):
-    from ..config import check_device, resolve_device
-
-    try:
-        return resolve_device(check_device(default if name is None else name))
-    except ValueError as exc:
-        raise InputError(f"--device: {exc}") from None
 
 
 def run_train(args) -> int:
@@ -32,7 +24,7 @@ def run_train(args) -> int:
     cfg = load_train_config(args.config)
     if args.until_step is not None and args.until_step < 1:
         raise InputError(f"--until-step: must be >= 1, got {args.until_step}")
-    device = ddp.local_device(_device(args.device, cfg.device))
+    device = ddp.local_device(device_option(args.device, cfg.device))
     out = Path(args.output) if args.output else Path("runs") / Path(args.config).stem
     dist = ddp.init_from_environment(device)
     try:
@@ -49,7 +41,7 @@ def run_test(args) -> int:
 
     model = Path(args.model)
     out = Path(args.output) if args.output else model.parent / "test"
-    job(model, args.data, out, _device(args.device, "auto"), overwrite=args.overwrite,
+    job(model, args.data, out, device_option(args.device), overwrite=args.overwrite,
         batch_atoms=args.batch_atoms)
     return 0
 

@@ -298,12 +298,9 @@ def label_file(input_path, output_path, reference: Reference, overwrite: bool = 
 
 
 def run_label(args) -> int:
-    from ..config import check_device, resolve_device
+    from ..config import device_option
 
-    try:
-        device = resolve_device(check_device(args.device))
-    except ValueError as exc:
-        raise InputError(f"--device: {exc}") from None
+    device = device_option(args.device)
     try:
         ref_args = json.loads(args.reference_args)
     except json.JSONDecodeError as exc:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..config import load_config
+from ..config import device_option, load_config
 from ..errors import InputError
 from ..files import write_atomic
 from ..rundir import CHECKPOINT_NAME, CONFIG_COPY_NAME, LOG_NAME, RunDirectory
-from .runs import device_of, make_integrator, relax
+from .runs import make_integrator, relax
 
 
 def run_md(config_path, output=None, overwrite: bool = False, restart=None,
@@ -35,7 +35,7 @@ def run_md(config_path, output=None, overwrite: bool = False, restart=None,
         if steps < 0:
             raise InputError(f"--steps: must be >= 0, got {steps}")
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"steps": steps})})
-    dev = device_of(cfg.device, device)
+    dev = device_option(device, cfg.device)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     out = Path(output) if output else Path("runs") / Path(config_path).stem
     rundir = RunDirectory(out, "md")

@@ -5,7 +5,6 @@ progress bar is ``md.ProgressBar``."""
 
 from __future__ import annotations
 
-from ..config import check_device, resolve_device
 from ..errors import InputError
 from ..md import CSVR, FIRE, Langevin, NoseHooverChain, VelocityVerlet
 
@@ -40,11 +39,3 @@ def relax(state, potential, units: str, fmax: float, max_steps: int, skin: float
     return converged, fire.n_steps, largest, line
 
 
-def device_of(name: str, override: str | None = None):
-    """The torch device of a config's ``device`` or of a ``--device`` override."""
-    if override is not None:
-        try:
-            name = check_device(override)
-        except ValueError as exc:
-            raise InputError(f"--device: {exc}") from None
-    return resolve_device(name)

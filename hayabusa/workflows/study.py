@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import device_option
 from ..errors import InputError, SimulationError
 from ..files import write_atomic
 from ..rundir import (
@@ -46,7 +47,7 @@ from ..rundir import (
     RunDirectory,
     new_run_id,
 )
-from .runs import device_of, make_integrator, relax
+from .runs import make_integrator, relax
 from .study_config import (
     FileSystem,
     GrainBoundary,
@@ -284,7 +285,7 @@ def run_study(config_path, output=None, overwrite: bool = False, device: str | N
     from ..viz.report import write_report
 
     cfg = load_study(config_path)
-    dev = device_of(cfg.device, device)
+    dev = device_option(device, cfg.device)
     out = Path(output) if output is not None else Path("runs") / Path(config_path).stem
     rundir = RunDirectory(out, "study", noun="study")
     files, dirs = study_outputs(cfg)
