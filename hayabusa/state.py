@@ -256,16 +256,23 @@ def _clone(value):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
+def first_flagged_atom(state: State, bad: torch.Tensor) -> tuple[int, int, int]:
+    """(global index, system, index within its system) of the first atom flagged in ``bad``
+    [N] (one of them must be; host syncs)."""
+    atom = int(torch.nonzero(bad)[0])
+    system = int(state.system_idx[atom])
+    first = int(torch.nonzero(state.system_idx == system)[0])
+    return atom, system, atom - first
+
+
 def raise_for_atom(state: State, bad: torch.Tensor, what) -> None:
     """Raise InputError for the first atom flagged in ``bad`` [N]: "system s, atom i <what>".
 
     ``what`` is a string or a function of the atom's global index returning one."""
     if bool(bad.any()):
-        atom = int(torch.nonzero(bad)[0])
-        system = int(state.system_idx[atom])
-        first = int(torch.nonzero(state.system_idx == system)[0])
+        atom, system, local = first_flagged_atom(state, bad)
         text = what(atom) if callable(what) else what
-        raise InputError(f"system {system}, atom {atom - first} {text}")
+        raise InputError(f"system {system}, atom {local} {text}")
 
 
 def _atomic_number(species: int | str) -> int:

@@ -21,7 +21,7 @@ import torch
 from ..errors import HayabusaError, InputError, SimulationError
 from ..files import load_torch, write_atomic
 from ..potentials import Potential, PotentialResult
-from ..state import State, sum_over_systems
+from ..state import State, first_flagged_atom, sum_over_systems
 from ..units import get_units
 from .blocks import StepBlocks
 from .forces import ForceEvaluator
@@ -285,36 +285,29 @@ class Simulation:
 
     def _raise_failure(self, per_atom, step_length, push, jump, scale, close) -> None:
         st, unit = self.state, self.units.length
-        first = torch.cumsum(st.n_atoms_per_system, 0) - st.n_atoms_per_system
-
-        def where(mask):
-            atom = int(torch.nonzero(mask)[0])
-            system = int(st.system_idx[atom])
-            return atom, system, atom - int(first[system])
-
         head = f"step {self.step}"
         if bool(per_atom[0].any()):
-            atom, system, local = where(per_atom[0])
+            atom, system, local = first_flagged_atom(st, per_atom[0])
             raise SimulationError(
                 f"{head}, system {system}, atom {local}: NaN or infinite position, velocity, "
                 f"force or energy — likely a time step too large for this potential or a model "
                 f"far outside its training range")
         if close is not None and bool(per_atom[3].any()):
-            atom, system, local = where(per_atom[3])
-            other = int(close[1][atom]) - int(first[system])
+            atom, system, local = first_flagged_atom(st, per_atom[3])
+            other = int(close[1][atom]) - (atom - local)  # in the system's numbering
             raise SimulationError(
                 f"{head}, system {system}: atoms {local} and {other} are "
                 f"{float(close[0][atom]):.3g} {unit} apart, inside the potential's core "
                 f"({self.potential.core_radius:g} {unit}) — likely a time step too large, too "
                 f"small a cutoff for this density, or a model outside its training range")
         if bool(per_atom[1].any()):
-            atom, system, local = where(per_atom[1])
+            atom, system, local = first_flagged_atom(st, per_atom[1])
             raise SimulationError(
                 f"{head}, system {system}, atom {local}: lost — moved "
                 f"{float(step_length[atom]):.3g} {unit} in one step (limit "
                 f"{self.max_step_length:g}); likely a time step too large")
         if bool(per_atom[2].any()):
-            atom, system, local = where(per_atom[2])
+            atom, system, local = first_flagged_atom(st, per_atom[2])
             raise SimulationError(
                 f"{head}, system {system}, atom {local}: its force would move it "
                 f"{float(push[atom]):.3g} {unit} in one step (limit {self.max_step_length:g}) "
