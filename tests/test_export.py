@@ -9,10 +9,9 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from ase.build import bulk
+from test_deeppot import cuag
 
 from hayabusa import NeighborList, State
 from hayabusa.cli import main
@@ -45,16 +44,6 @@ def core(seed=0) -> DeepPotSE:
     return m.eval()
 
 
-def alloy(seed, repeat=(2, 2, 2)):
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
-    rng = np.random.default_rng(seed)
-    atoms.numbers[rng.random(len(atoms)) < 0.3] = 47
-    atoms.rattle(0.1, seed=seed)
-    atoms.set_cell(atoms.cell.array @ np.array([[1, 0.05, 0], [0, 1, 0.02], [0.03, 0, 1]]),
-                   scale_atoms=True)
-    return atoms
-
-
 def inputs_of(m, atoms_list, skin=0.5):
     """The exported module's inputs for a batch, from an ordinary list with a skin (slots
     beyond the cutoff and in no particular type order)."""
@@ -66,7 +55,7 @@ def inputs_of(m, atoms_list, skin=0.5):
 
 
 def batches():
-    return [[alloy(1)], [alloy(2), alloy(3, (2, 2, 3))]]
+    return [[cuag(1)], [cuag(2), cuag(3, (2, 2, 3))]]
 
 
 def run_fresh(tmp_path, fmt, path, inputs):

@@ -14,21 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_cli import TINY
 
 from hayabusa.cli import main
-
-TINY = {
-    "units": "lj", "device": "cpu", "seed": 5,
-    "structure": {"builder": "fcc", "n_cells": 3, "density_lj": 0.8442},
-    "potential": {"type": "lennard_jones", "epsilon_lj": 1.0, "sigma_lj": 1.0,
-                  "cutoff_lj": 2.5},
-    "velocities": {"temperature_lj": 0.72},
-    "integrator": {"type": "langevin", "timestep_lj": 0.005, "temperature_lj": 0.72,
-                   "friction_lj": 1.0},
-    "run": {"steps": 20},
-    "neighbors": {"skin_lj": 0.3},
-    "output": {"thermo_every": 10, "trajectory": {"every": 10}, "checkpoint_every": 10},
-}
 
 
 def config(folder: Path, name: str = "run.yaml", **changes) -> Path:
