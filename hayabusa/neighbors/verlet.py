@@ -151,11 +151,15 @@ class VerletList(abc.ABC):
         delta = (mapped - ref).norm(dim=-1) + 0.5 * self.cutoff * strain[sys]
         return delta.max() if delta.numel() else delta.sum()
 
+    def unbuilt(self, state) -> bool:
+        """No build yet for a batch of ``state``'s shape (host side, no sync)."""
+        ref = self.reference_positions
+        return ref is None or ref.shape != state.positions.shape or \
+            self.reference_cell.shape != state.cell.shape
+
     def needs_rebuild(self, state) -> torch.Tensor:
         """[] bool on the device: stale (effective displacement > skin/2) or overflowed."""
-        ref = self.reference_positions
-        if ref is None or ref.shape != state.positions.shape or \
-                self.reference_cell.shape != state.cell.shape:
+        if self.unbuilt(state):
             return torch.ones((), dtype=torch.bool, device=state.device)
         return (self.effective_displacement(state) > 0.5 * self.skin) | self.overflowed()
 
@@ -169,8 +173,7 @@ class VerletList(abc.ABC):
     def update(self, state) -> bool:
         """Rebuild if the list is stale or overflowed, checked every ``check_every`` calls
         (one host sync per check); returns whether it rebuilt."""
-        first = self.reference_positions is None or \
-            self.reference_positions.shape != state.positions.shape
+        first = self.unbuilt(state)
         due = self.updates % self.check_every == 0
         self.updates += 1
         if not (first or due) or not bool(self.needs_rebuild(state)):
@@ -192,8 +195,7 @@ class VerletList(abc.ABC):
         """Rebuild before a block of steps when the list is stale now or likely to be before
         the block ends (the growth of the effective displacement over the last block, with a
         margin); host side."""
-        if self.reference_positions is None or \
-                self.reference_positions.shape != state.positions.shape:
+        if self.unbuilt(state):
             self.build(state)
             return
         version = state.positions._version  # eager steps since the last block move atoms
