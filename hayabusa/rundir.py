@@ -50,6 +50,7 @@ STUDY_RUN_FILES = (LOG_NAME, TRAJECTORY_NAME, START_NAME, RUN_JSON_NAME, DENSITY
 
 
 def new_run_id() -> str:
+    """A new run id: 12 hex digits, random."""
     return uuid.uuid4().hex[:12]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from ..errors import HayabusaError, InputError, SimulationError
 from ..files import load_torch, write_atomic
 from ..potentials import Potential, PotentialResult
+from ..rundir import new_run_id
 from ..state import State, first_flagged_atom, sum_over_systems
 from ..units import get_units
 from .blocks import StepBlocks
@@ -85,7 +85,7 @@ class Simulation:
         self.health_every = max(1, int(health_every))
         self.max_step_length = max_step_length if max_step_length is not None else (
             0.5 * potential.cutoff if potential.cutoff > 0 else 1.0)
-        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.run_id = run_id or new_run_id()
         self.step = 0
         self.target_step = 0
         self.result: PotentialResult | None = None
