@@ -117,8 +117,6 @@ class DeepPotSE(nn.Module):
                                             for _ in range(n_types))
         self.fitting_nets = nn.ModuleList(ResidualMLP(m * axis_neurons, list(fitting), 1)
                                           for _ in range(n_types))
-        self.register_buffer("type_of_z", torch.full((119,), -1, dtype=torch.long))
-        self.type_of_z[list(self.species)] = torch.arange(n_types)
         self.register_buffer("e0", torch.zeros(n_types, dtype=torch.float64))
         self.register_buffer("dstd", torch.ones(n_types, 4, dtype=torch.float64))
         self.register_buffer("min_distance", torch.zeros((), dtype=torch.float64))
@@ -131,6 +129,8 @@ class DeepPotSE(nn.Module):
 
     #: buffers that files of earlier versions may lack (their defaults stay)
     optional_state = ("min_distance", "max_neighbors")
+    #: buffers that files of earlier versions hold and this version no longer reads
+    retired_state = ("type_of_z",)
 
     @property
     def typed_request(self) -> TypedRequest:

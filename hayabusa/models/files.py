@@ -101,6 +101,7 @@ def load_core(path, device="cpu"):
         raise ModelError(f"{path}: weights do not fit the stored architecture "
                          f"({str(exc).splitlines()[0]})") from None
     missing = [k for k in missing if k not in getattr(model, "optional_state", ())]
+    unexpected = [k for k in unexpected if k not in getattr(model, "retired_state", ())]
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not fit the stored architecture (missing "
                          f"{missing[:3]}, unexpected {unexpected[:3]})")
