@@ -70,7 +70,7 @@ def run_md(config_path, output=None, overwrite: bool = False, restart=None,
     integrator = make_integrator(i.type, i.timestep, cfg.units, getattr(i, "temperature", None),
                                  getattr(i, "tau", None), getattr(i, "friction", None),
                                  getattr(i, "chain_length", 3), cfg.seed + 2)
-    sim = Simulation(state, potential, integrator, cfg.units, skin=cfg.neighbors.skin,
+    sim = Simulation(state, potential, integrator, cfg.units, skin=skin,
                      neighbor_backend=cfg.neighbors.backend, block_steps=cfg.run.block_steps)
     if checkpoint is not None:
         sim.load_checkpoint(restart)

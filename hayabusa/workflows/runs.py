@@ -1,7 +1,7 @@
 """Run utilities shared by the workflows (``hayabusa md``, ``hayabusa study`` and those to
-come): the integrator a config names, FIRE relaxation with its one-line summary, and the
-device a config asks for. Output guards and run-directory names are ``hayabusa.rundir``; the
-progress bar is ``md.ProgressBar``."""
+come): the integrator a config names and FIRE relaxation with its one-line summary. Output
+guards and run-directory names are ``hayabusa.rundir``, the device of a config or a
+``--device`` option ``config.device_option``, the progress bar ``md.ProgressBar``."""
 
 from __future__ import annotations
 
@@ -37,5 +37,3 @@ def relax(state, potential, units: str, fmax: float, max_steps: int, skin: float
     line = (f"FIRE: {what}, max force {largest:.4g} {unit} (fmax {fmax:g} {unit}), energy "
             f"{float(fire.result.energy.sum()):.8g}")
     return converged, fire.n_steps, largest, line
-
-
