@@ -427,26 +427,27 @@ def _fmt(x, err=None, spec: str = ".3g") -> str:
     return f"{x:{spec}}" if err is None else f"{x:{spec}} ± {err:.2g}"
 
 
-def _cell(run: dict, value, err, spec: str = ".3g") -> str:
-    """A transport number as the table shows it: plain for a result, in brackets for an
-    apparent one (a flagged run), "none" without a diffusive window ("–": not computed)."""
-    if run["transport"]["status"] == "not diffusive":
+def transport_text(status: str, value, err, spec: str = ".3g", apparent: str = "[{}]") -> str:
+    """A transport number of a run whose transport ``status`` is "result", "apparent" (a
+    flagged run) or "not diffusive": "x ± err" for a result, ``apparent`` formatted with it
+    for an apparent one, "none" without a diffusive window ("–": not computed)."""
+    if status == "not diffusive":
         return "none"
     text = _fmt(value, err, spec)
-    return f"[{text}]" if run["transport"]["status"] == "apparent" and value is not None \
-        else text
+    return apparent.format(text) if status == "apparent" and value is not None else text
 
 
 def _print_table(result: dict) -> None:
     rows = [("run", "T/K", "<T>/K", "D_Li (cm2/s)", "sigma (S/cm)", "Haven", "status")]
     for r in result["runs"]:
         d, c, th = r["diffusion"][_LI], r["conductivity"], r["thermo"]
+        status = r["transport"]["status"]
         rows.append((r["name"], f"{r['temperature_K']:g}",
                      _fmt(th["mean_T_K"], th["mean_T_err_K"], ".1f"),
-                     _cell(r, d["D_cm2_s"], d["D_err_cm2_s"], ".3e"),
-                     _cell(r, c["sigma_S_cm"], c["sigma_err_S_cm"]),
-                     _cell(r, r["haven_ratio"], r["haven_ratio_err"]),
-                     r["transport"]["status"]))
+                     transport_text(status, d["D_cm2_s"], d["D_err_cm2_s"], ".3e"),
+                     transport_text(status, c["sigma_S_cm"], c["sigma_err_S_cm"]),
+                     transport_text(status, r["haven_ratio"], r["haven_ratio_err"]),
+                     status))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     for row in rows:
         print("  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip())

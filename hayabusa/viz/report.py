@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..analysis.diffusion import ArrheniusFit
+from ..analysis.run import transport_text
 from ..errors import InputError
 from ..files import write_atomic
 from ..rundir import (
@@ -270,14 +271,9 @@ def _result_d(run: _Run) -> tuple[float, float | None] | None:
 
 
 def _transport_cell(run: _Run, value, err) -> str:
-    """A transport number as the tables show it: "x ± e" for a result, "apparent x ± e" for a
-    flagged run, "none" without a diffusive window (or "–" when not computed)."""
-    if run.transport.status == "not diffusive":
-        return "none"
-    if value is None:
-        return "–"
-    text = _pm(value, err)
-    return text if run.transport.status == "result" else f"apparent {text}"
+    """A transport number as the tables show it (``analysis.run.transport_text``: an apparent
+    one as "apparent x ± e")."""
+    return transport_text(run.transport.status, value, err, apparent="apparent {}")
 
 
 def _read_structure(path: Path) -> ase.Atoms:
