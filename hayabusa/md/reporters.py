@@ -19,6 +19,11 @@ from ..errors import InputError
 
 class Reporter:
     interval: int = 1
+    system: int | None = None  # a per-system reporter's one system (None: every system)
+
+    def systems(self, sim) -> list[int]:
+        """The systems of the batch this reporter writes."""
+        return list(range(sim.state.n_systems)) if self.system is None else [self.system]
 
     def start(self, sim) -> None:
         pass
@@ -49,9 +54,6 @@ class ThermoLog(Reporter):
         self.system = system
         self._file = None
 
-    def _systems(self, sim) -> list[int]:
-        return list(range(sim.state.n_systems)) if self.system is None else [self.system]
-
     def _atoms(self, sim) -> int:
         if self.system is None:
             return sim.state.n_atoms
@@ -70,10 +72,10 @@ class ThermoLog(Reporter):
         u = sim.units
         press = "GPa" if u.pressure_to_GPa else f"{u.energy}/{u.length}^3"
         self._write(f"# units {u.name}: time {u.time}, Temp {u.temperature}, "
-                    f"energies {u.energy}, Press {press}; {len(self._systems(sim))} system(s), "
+                    f"energies {u.energy}, Press {press}; {len(self.systems(sim))} system(s), "
                     f"{self._atoms(sim)} atoms, integrator {sim.integrator.name}; "
                     f"run {sim.run_id}")
-        cols = ["Step"] + (["Sys"] if len(self._systems(sim)) > 1 else []) + \
+        cols = ["Step"] + (["Sys"] if len(self.systems(sim)) > 1 else []) + \
             ["Temp", "PotEng", "KinEng", "TotEng", "Press"] + \
             (["Econs"] if sim.integrator.name != "nve" else [])
         self._cols = cols
@@ -81,7 +83,7 @@ class ThermoLog(Reporter):
 
     def report(self, sim) -> None:
         t = sim.thermo()
-        systems = self._systems(sim)
+        systems = self.systems(sim)
         for s in systems:
             row = [f"{sim.step:>14d}"]
             if len(systems) > 1:

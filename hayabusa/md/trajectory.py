@@ -62,14 +62,10 @@ def _bounds(state) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def _systems(sim, system: int | None) -> list[int]:
-    return list(range(sim.state.n_systems)) if system is None else [system]
-
-
-def _slices(sim, system: int | None) -> list[slice]:
-    """The atoms of each written system."""
-    bounds = _bounds(sim.state)
-    return [slice(int(bounds[s]), int(bounds[s + 1])) for s in _systems(sim, system)]
+def _slices(state, systems: list[int]) -> list[slice]:
+    """The atoms of each of ``systems``."""
+    bounds = _bounds(state)
+    return [slice(int(bounds[s]), int(bounds[s + 1])) for s in systems]
 
 
 # =====================================================================================
@@ -124,7 +120,7 @@ class ExtxyzWriter(_TrajectoryWriter):
         if self._opened_before or (self.append and self.path.exists()):
             if not self._opened_before:
                 self._refuse_other_run(_extxyz_run_id(self.path), sim)
-                self._last_step = _repair_extxyz(self.path, len(_systems(sim, self.system)))
+                self._last_step = _repair_extxyz(self.path, len(self.systems(sim)))
             self._file = open(self.path, "a", encoding="utf-8")
         else:
             self._file = open(self.path, "w" if self.overwrite else "x", encoding="utf-8")
@@ -142,8 +138,9 @@ class ExtxyzWriter(_TrajectoryWriter):
         energy = _numpy(sim.result.energy)
         forces = _numpy(sim.result.forces)
         parts = []
-        for k, (s, atoms_of) in enumerate(zip(_systems(sim, self.system),
-                                              _slices(sim, self.system), strict=True)):
+        systems = self.systems(sim)
+        for k, (s, atoms_of) in enumerate(zip(systems, _slices(sim.state, systems),
+                                              strict=True)):
             info = {"system": k, "step": step, "time": float(sim.time),
                     "energy": float(energy[s]), "run_id": sim.run_id}
             parts.append(_format_block(atoms_list[s], forces[atoms_of], info))
@@ -319,8 +316,8 @@ class H5MDWriter(_TrajectoryWriter):
                        "total_energy": thermo["etotal"],
                        "conserved_energy": thermo["conserved"], "temperature": thermo["temp"]}
         try:
-            for k, (s, sl) in enumerate(zip(_systems(sim, self.system),
-                                            _slices(sim, self.system), strict=True)):
+            systems = self.systems(sim)
+            for k, (s, sl) in enumerate(zip(systems, _slices(state, systems), strict=True)):
                 last = self._last_step[k]
                 if last is not None and step <= last:
                     log.info("%s: system %d step %d already stored (last %d); frame dropped",
@@ -367,7 +364,7 @@ class H5MDWriter(_TrajectoryWriter):
         creator.attrs["version"] = _version()
         if unit:
             meta.create_group("modules/units").attrs["version"] = np.array([1, 0], np.int32)
-        systems = _systems(sim, self.system)
+        systems = self.systems(sim)
         params = f.create_group("parameters")
         params.attrs["unit_system"] = units
         params.attrs["n_systems"] = len(systems)
@@ -377,7 +374,7 @@ class H5MDWriter(_TrajectoryWriter):
         numbers = _numpy(state.atomic_numbers, np.int64)
         masses = _numpy(state.masses)
         pbc = state.pbc.cpu().numpy()
-        for k, (s, sl) in enumerate(zip(systems, _slices(sim, self.system), strict=True)):
+        for k, (s, sl) in enumerate(zip(systems, _slices(sim.state, systems), strict=True)):
             n = sl.stop - sl.start
             part = f.create_group(f"particles/system_{k}")
             step = part.create_dataset("position/step", shape=(0,), maxshape=(None,),
@@ -408,7 +405,7 @@ class H5MDWriter(_TrajectoryWriter):
         """Validate an existing file against the batch; trim half-written frames."""
         f = self._h5
         numbers = _numpy(sim.state.atomic_numbers, np.int64)
-        systems = _slices(sim, self.system)
+        systems = _slices(sim.state, self.systems(sim))
 
         def bad(what: str):
             self._h5.close()
