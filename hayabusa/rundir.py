@@ -56,12 +56,14 @@ def new_run_id() -> str:
 
 class RunDirectory:
     """The run directory ``root`` of ``command`` (e.g. "md", "study"); ``noun`` names what
-    its results are of in messages ("run", "study")."""
+    its results are of in messages ("run", "study"); ``resume_option`` the command's option
+    that continues from the directory's checkpoint ("--restart", "--resume"), if it has one."""
 
-    def __init__(self, root, command: str, noun: str = "run"):
+    def __init__(self, root, command: str, noun: str = "run", resume_option: str | None = None):
         self.root = Path(root)
         self.command = command
         self.noun = noun
+        self.resume_option = resume_option
         if self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: exists and is not a directory")
 
@@ -136,9 +138,12 @@ class RunDirectory:
                                  f"folder or choose another --output")
             return
         if not overwrite:
+            checkpoint = self.root / CHECKPOINT_NAME
+            resume = f", {self.resume_option} {checkpoint} to continue" \
+                if self.resume_option is not None and checkpoint in old else ""
             raise InputError(f"{self.root} holds results of an earlier {self.noun} ({names}); "
-                             f"pass --overwrite to replace them or --output to choose another "
-                             f"directory")
+                             f"pass --overwrite to replace them{resume} or --output to choose "
+                             f"another directory")
 
     def start(self, run_id: str, files, dirs: dict | None = None,
               overwrite: bool = False) -> None:

@@ -86,7 +86,9 @@ def test_overwrite_removes_only_what_hayabusa_wrote(tmp_path, capsys):
     first_log = (out / "log.hayabusa").read_text()
     capsys.readouterr()
     assert main(["md", str(cfg), "--output", str(out)]) == 2
-    assert "holds results of an earlier run" in one_line(capsys)
+    message = one_line(capsys)
+    assert "holds results of an earlier run" in message
+    assert f"--restart {out / 'checkpoint.pt'} to continue" in message
     assert main(["md", str(config(tmp_path, seed=6)), "--output", str(out), "--overwrite"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "analysis" / "plot.py").read_text() == "mine too"

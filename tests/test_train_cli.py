@@ -125,6 +125,7 @@ def test_results_are_kept_unless_overwrite(trained, capsys):
     assert main(["train", str(cfg), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "holds results of an earlier run" in err and "--overwrite" in err
+    assert f"--resume {out / 'checkpoint.pt'} to continue" in err
     assert (out / "model.pt").read_bytes() == before
 
 

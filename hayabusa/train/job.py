@@ -112,17 +112,6 @@ def _csv_value(v):
     return repr(v) if isinstance(v, float) else v
 
 
-def _check_output(out: Path, names, overwrite: bool, resume: Path | None = None) -> list[Path]:
-    existing = [out / n for n in names if (out / n).exists()]
-    if existing and resume is None and not overwrite:
-        hint = (f" or --resume {out / CHECKPOINT_NAME} to continue"
-                if CHECKPOINT_NAME in names else "")
-        raise InputError(f"{out} holds results of an earlier run "
-                         f"({', '.join(p.name for p in existing)}); pass --overwrite to "
-                         f"replace them{hint}")
-    return existing
-
-
 def parity_panels(preds: dict[str, Predictions]):
     from ..viz.parity import ParityPanel
 
@@ -161,7 +150,9 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
     resume = Path(resume) if resume is not None else None
     if resume is not None and not resume.is_file():
         raise InputError(f"{resume}: checkpoint not found")
-    _check_output(out, TRAIN_OUTPUTS, overwrite, resume)
+    rundir = RunDirectory(out, "train", resume_option="--resume")
+    if resume is None:
+        rundir.check(TRAIN_OUTPUTS, overwrite=overwrite)
     species = species_numbers(cfg)
     frames = load_frames(data_files(cfg, config_path), cfg.data.index, species)
     if species is None:
@@ -179,8 +170,7 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
     s = trainer.settings
     stop = s.total_steps if until_step is None else min(until_step, s.total_steps)
     if main:
-        RunDirectory(out, "train").start(new_run_id(), TRAIN_OUTPUTS,
-                                         overwrite=overwrite and resume is None)
+        rundir.start(new_run_id(), TRAIN_OUTPUTS, overwrite=overwrite and resume is None)
         if resume is None or not (out / CONFIG_COPY_NAME).exists():
             write_atomic(out / CONFIG_COPY_NAME, lambda tmp: shutil.copyfile(config_path, tmp))
         n_params = sum(p.numel() for p in model.parameters())
@@ -241,13 +231,13 @@ def run_training(cfg: TrainConfig, config_path, out: Path, device, *, overwrite=
 def run_test(model_path, data_paths, out: Path, device, *, overwrite=False,
              batch_atoms: int = 1024, stream=None) -> dict:
     """Metrics and parity plot of a model file on labelled frames."""
-    _check_output(out, (TRAIN_METRICS_NAME, PARITY_NAME), overwrite)
+    rundir = RunDirectory(out, "test")
+    rundir.check((TRAIN_METRICS_NAME, PARITY_NAME), overwrite=overwrite)
     model = load_core(model_path, device)
     frames = load_frames(data_paths, species=model.species)
     data = FrameSet(frames, model.species, model.cutoff, device)
     pred = predict(model, data, range(len(data)), batch_atoms)
-    RunDirectory(out, "test").start(new_run_id(), (TRAIN_METRICS_NAME, PARITY_NAME),
-                                    overwrite=overwrite)
+    rundir.start(new_run_id(), (TRAIN_METRICS_NAME, PARITY_NAME), overwrite=overwrite)
     extra = {"model": str(model_path), "data": [str(p) for p in data_paths]}
     metrics = _write_results(out, {"test": pred}, extra, f"{model_path}")
     print(f"data: {summary(frames)}\n{format_table(metrics)}\nhayabusa test: outputs in "

@@ -38,7 +38,7 @@ def run_md(config_path, output=None, overwrite: bool = False, restart=None,
     dev = device_option(device, cfg.device)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     out = Path(output) if output else Path("runs") / Path(config_path).stem
-    rundir = RunDirectory(out, "md")
+    rundir = RunDirectory(out, "md", resume_option="--restart")
     traj = cfg.output.trajectory
     traj_path = rundir.inside(traj.path, "output.trajectory.path") if traj else None
     planned = [LOG_NAME, CHECKPOINT_NAME, CONFIG_COPY_NAME] + \
